@@ -1,0 +1,34 @@
+"""graphc: imperative deep-learning code, traced into graphs, optimized and compiled.
+
+See README.md for a tour and docs/ARCHITECTURE.md for how the modules fit together.
+"""
+
+from . import autograd, backends, dtypes, random
+from .creation import arange, full, ones, ones_like, zeros, zeros_like
+from .device import Device, cpu, gpu
+from .errors import (BackendError, DTypeError, GraphcError, SerializationError, ShapeError,
+                     TraceError)
+from .graph import Graph, GraphError, Node, Value
+from .ops import composite, elementwise, linalg, nn, reduce, shape  # noqa: F401 (registers)
+from .ops.composite import layer_norm, log_softmax, logsumexp, softmax, var
+from .ops.elementwise import (abs, add, cast, ceil, clip, cos, div, divide, elu, equal, erf,
+                              exp, expm1, floor, gelu, greater, greater_equal, leaky_relu,
+                              less, less_equal, log, log1p, logical_and, logical_not,
+                              logical_or, maximum, minimum, mul, multiply, neg, not_equal,
+                              power, reciprocal, relu, round, rsqrt, sigmoid, sign, sin,
+                              softplus, sqrt, square, sub, subtract, tanh, where)
+from .ops.elementwise import pow  # noqa: A004
+from .ops.linalg import matmul
+from .ops.nn import (avg_pool2d, batch_norm, conv1d, conv2d, dropout, embedding,
+                     global_avg_pool2d, global_max_pool2d, max_pool2d, one_hot,
+                     softmax_cross_entropy)
+from .ops.reduce import argmax, argmin, max, mean, min, prod, sum
+from .ops.shape import (broadcast_to, concat, expand_dims, flatten, pad, reshape, split,
+                        squeeze, stack, take, transpose)
+from .ops.shape import slice as slice  # noqa: A004
+from .serialize import load_safetensors, save_safetensors
+from .tensor import Tensor, array
+from .trace import Variable, compile, jit, name_scope, trace
+from . import tensor_methods  # noqa: E402,F401  (binds Tensor operators last)
+
+__version__ = "0.1.0"

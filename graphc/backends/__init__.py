@@ -1,0 +1,26 @@
+"""Backends by name. `reference` (numpy) is the oracle every other backend is tested against."""
+
+from __future__ import annotations
+
+from ..errors import BackendError
+from .base import Backend, Executable
+
+_BACKENDS: dict[str, type[Backend]] = {}
+DEFAULT = "reference"
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    _BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str | None = None) -> Backend:
+    name = name or DEFAULT
+    if name not in _BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; available: {sorted(_BACKENDS)}")
+    return _BACKENDS[name]()
+
+
+from . import reference  # noqa: E402,F401  (registers itself)
+
+__all__ = ["Backend", "Executable", "get_backend", "register_backend", "DEFAULT"]

@@ -1,0 +1,43 @@
+"""The backend interface: a Backend compiles a Graph into an Executable.
+
+An Executable is called with one array per runtime input of its graph (every input that
+is not a constant, in graph order) and returns the list of output arrays. It checks each
+input's shape and dtype, so a stale or mistaken call fails loudly instead of computing
+garbage.
+"""
+
+from __future__ import annotations
+
+from .. import dtypes as dt
+from ..errors import BackendError, ShapeError
+from ..graph import Graph
+
+
+class Executable:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.runtime_inputs = [v for v in graph.inputs if v.role != "constant"]
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.graph.nodes)
+
+    def check_inputs(self, arrays: tuple) -> None:
+        if len(arrays) != len(self.runtime_inputs):
+            names = [v.name for v in self.runtime_inputs]
+            raise BackendError(f"{self.graph.name} takes {len(names)} inputs {names}, "
+                               f"got {len(arrays)}")
+        for v, a in zip(self.runtime_inputs, arrays):
+            if tuple(a.shape) != v.type.shape or dt.canonical(a.dtype) != v.type.dtype:
+                raise ShapeError(f"input %{v.name} expects {v.type}, got shape "
+                                 f"{tuple(a.shape)} dtype {a.dtype}")
+
+    def __call__(self, *arrays) -> list:
+        raise NotImplementedError
+
+
+class Backend:
+    name = "abstract"
+
+    def compile(self, graph: Graph, **options) -> Executable:
+        raise NotImplementedError

@@ -1,0 +1,2 @@
+"""PLACEHOLDER: being written."""
+def matmul(*a, **k): raise NotImplementedError

@@ -1,0 +1,49 @@
+"""Nested tuples, lists and dicts of tensors: flattened to leaves and rebuilt.
+
+Tensors and arrays are leaves; anything else (numbers, strings, None) is static and part
+of the tree description, which is hashable so that it can key a compile cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _is_leaf(x) -> bool:
+    from .tensor import Tensor
+    return isinstance(x, Tensor | np.ndarray) or hasattr(x, "__cuda_array_interface__")
+
+
+def flatten(tree) -> tuple[list, tuple]:
+    leaves: list = []
+
+    def go(x):
+        if _is_leaf(x):
+            leaves.append(x)
+            return ("*",)
+        if isinstance(x, tuple | list):
+            return (type(x).__name__, tuple(go(c) for c in x))
+        if isinstance(x, dict):
+            keys = tuple(sorted(x, key=repr))
+            return ("dict", keys, tuple(go(x[k]) for k in keys))
+        return ("static", x)
+
+    return leaves, go(tree)
+
+
+def unflatten(treedef: tuple, leaves) -> object:
+    it = iter(leaves)
+
+    def build(d):
+        tag = d[0]
+        if tag == "*":
+            return next(it)
+        if tag == "tuple":
+            return tuple(build(c) for c in d[1])
+        if tag == "list":
+            return [build(c) for c in d[1]]
+        if tag == "dict":
+            return {k: build(c) for k, c in zip(d[1], d[2])}
+        return d[1]
+
+    return build(treedef)

@@ -1,0 +1,251 @@
+"""Tensor, and `apply`: the one dispatch point every op call goes through.
+
+A Tensor is either concrete (``_data`` holds an array of its device's namespace) or
+symbolic (``_sym`` holds a value of a tracer: a graph value while `gc.jit` traces, or a
+recorded call of a `gc.Variable` expression). `apply` promotes dtypes, then either runs
+the op eagerly (and lets autograd record it) or hands it to the tracer of its symbolic
+inputs. Nothing else in graphc runs an op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes as dt
+from .device import Device, as_device, device_of
+from .errors import GraphcError, ShapeError, TraceError, user_location
+from .ops import registry
+from .ops.registry import Kind, Op
+from .types import TensorType
+
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+class Tensor:
+    """An n-dimensional array on a device, or a symbolic stand-in for one while tracing."""
+
+    __slots__ = ("_data", "_sym", "_grad", "_node", "__weakref__")
+    __array_priority__ = 1000  # numpy defers `ndarray + Tensor` to Tensor.__radd__
+
+    def __init__(self, data, dtype=None, device=None):
+        arr = array(data, dtype=dtype, device=device)
+        self._data, self._sym, self._grad, self._node = arr._data, None, None, None
+
+    # -- what it is -------------------------------------------------------------------
+    @property
+    def type(self) -> TensorType:
+        if self._sym is not None:
+            return self._sym.type
+        return TensorType(self._data.shape, self._data.dtype.name)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._data.shape if self._sym is None else self._sym.type.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._data.dtype if self._sym is None else dt.to_numpy(self._sym.type.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return self.type.size
+
+    @property
+    def device(self) -> Device:
+        return device_of(self._data) if self._sym is None else self._sym.device
+
+    @property
+    def is_symbolic(self) -> bool:
+        return self._sym is not None
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # -- leaving graphc ---------------------------------------------------------------
+    def _concrete(self, what: str):
+        if self._sym is not None:
+            raise TraceError(
+                f"{what} needs the value of a traced tensor, which a trace does not compute; "
+                "use graphc ops (gc.where, ...) instead of Python control flow on tensors, "
+                "or mark the argument static", loc=user_location())
+        return self._data
+
+    def numpy(self) -> np.ndarray:
+        data = self._concrete(".numpy()")
+        return data if isinstance(data, np.ndarray) else data.get()
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.numpy()
+        return out if dtype is None else out.astype(dtype)
+
+    def item(self):
+        return self.numpy().item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __bool__(self) -> bool:
+        return bool(self._concrete("bool(tensor) or `if tensor:`"))
+
+    def __float__(self) -> float:
+        return float(self._concrete("float(tensor)"))
+
+    def __int__(self) -> int:
+        return int(self._concrete("int(tensor)"))
+
+    def __index__(self) -> int:
+        data = self._concrete("using a tensor as an index")
+        if data.dtype.kind not in "iu" or data.ndim:
+            raise TypeError("only 0-d integer tensors can be used as a Python index")
+        return int(data)
+
+    def __repr__(self) -> str:
+        if self._sym is not None:
+            return f"Tensor(<symbolic {self.type}>)"
+        body = np.array2string(self.numpy(), separator=", ", prefix="Tensor(",
+                               threshold=64, edgeitems=3)
+        device = "" if self.device.type == "cpu" else f", device={self.device}"
+        return f"Tensor({body}, dtype={self.dtype.name}{device})"
+
+    __hash__ = object.__hash__
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+def _wrap(data) -> Tensor:
+    t = Tensor.__new__(Tensor)
+    t._data, t._sym, t._grad, t._node = data, None, None, None
+    return t
+
+
+def symbolic(sym) -> Tensor:
+    """A Tensor standing for the tracer value ``sym`` (which has .type, .device, .tracer)."""
+    t = Tensor.__new__(Tensor)
+    t._data, t._sym, t._grad, t._node = None, sym, None, None
+    return t
+
+
+def array(data, dtype=None, device=None) -> Tensor:
+    """A concrete tensor from array-like ``data``; Python floats become float32 by default,
+    numpy arrays keep their dtype unless ``dtype`` is given."""
+    if isinstance(data, Tensor):
+        if data._sym is not None:
+            return data if dtype is None else data.astype(dtype)
+        data = data._data
+    dev = as_device(device) if device is not None else (
+        device_of(data) if not isinstance(data, (list, tuple, *_SCALARS)) else as_device(None))
+    xp = dev.xp
+    if dtype is not None:
+        np_dtype = dt.to_numpy(dt.canonical(dtype))
+    elif hasattr(data, "dtype"):
+        np_dtype = dt.to_numpy(dt.canonical(data.dtype))
+    else:
+        probe = np.asarray(data)
+        if probe.dtype.kind == "f":
+            np_dtype = dt.to_numpy(dt.DEFAULT_FLOAT)
+        elif probe.dtype.kind in "iu":
+            np_dtype = dt.to_numpy(dt.DEFAULT_INT)
+        else:
+            np_dtype = dt.to_numpy(dt.canonical(probe.dtype))
+    return _wrap(xp.asarray(data, dtype=np_dtype))
+
+
+# -- dispatch -------------------------------------------------------------------------
+
+#: Set by `graphc.autograd` while recording: called as hook(op, inputs, attrs, outputs).
+autograd_hook = None
+
+_promotions: dict[tuple, tuple] = {}
+
+
+def _dtype_of(a) -> str:
+    return a._sym.type.dtype if a._sym is not None else a._data.dtype.name
+
+
+def prepare_inputs(op: Op, args: tuple) -> list[Tensor]:
+    """Turn Python scalars and arrays into tensors and cast inputs as ``op.promote`` says.
+
+    Casts go through `apply`, so they are recorded by autograd and traced as graph nodes."""
+    tensor_dtypes = [_dtype_of(a) for a in args if isinstance(a, Tensor)]
+    common = dt.promote(*tensor_dtypes) if tensor_dtypes else None
+    ts = []
+    for a in args:
+        if isinstance(a, Tensor):
+            ts.append(a)
+        elif isinstance(a, _SCALARS):
+            ts.append(_wrap(np.asarray(a, dt.to_numpy(dt.scalar_dtype(a, common)))))
+        elif a is None:
+            raise ShapeError("got None where a tensor is expected", op=op.name)
+        else:
+            ts.append(array(a))
+    if op.promote is not None:
+        key = (op.name, *(_dtype_of(t) for t in ts))
+        targets = _promotions.get(key)
+        if targets is None:
+            targets = _promotions[key] = op.promote(key[1:])
+        for i, (t, target) in enumerate(zip(ts, targets)):
+            if _dtype_of(t) != target:
+                ts[i] = apply(_CAST, t, dtype=target)
+    return ts
+
+
+def apply(op: Op, *args, **attrs):
+    """Run ``op`` on ``args``: eagerly, or as a traced node if any input is symbolic."""
+    tracer = None
+    for a in args:
+        if isinstance(a, Tensor) and a._sym is not None:
+            t = a._sym.tracer
+            if tracer is None or t.level > tracer.level:
+                tracer = t
+    if tracer is not None:
+        return tracer.apply(op, args, attrs)
+    return _eager(op, prepare_inputs(op, args), attrs)
+
+
+def _eager(op: Op, inputs: list[Tensor], attrs: dict):
+    arrays = [t._data for t in inputs]
+    if op.kind is not Kind.ELEMENTWISE or op.canonical is not None:
+        try:
+            _, attrs = registry.infer(op, tuple(TensorType(a.shape, a.dtype.name)
+                                                for a in arrays), attrs)
+        except GraphcError as e:
+            raise e.with_context(op=op.name, loc=user_location()) from None
+    xp = device_of(arrays[0]).xp if arrays else np
+    try:
+        out = op.impl(xp, *arrays, **attrs)
+    except GraphcError as e:
+        raise e.with_context(op=op.name, loc=user_location()) from None
+    except (ValueError, TypeError, IndexError) as e:
+        # numpy rejected it; let the type rule explain, else pass numpy's reason on.
+        types = tuple(TensorType(a.shape, a.dtype.name) for a in arrays)
+        try:
+            registry.infer(op, types, attrs)
+        except GraphcError as ge:
+            raise ge.with_context(op=op.name, loc=user_location()) from None
+        raise ShapeError(f"{e} (inputs {', '.join(map(str, types))})", op=op.name,
+                         loc=user_location()) from None
+    if isinstance(out, tuple):
+        outputs = tuple(_wrap(o if hasattr(o, "ndim") and not isinstance(o, np.generic)
+                              else xp.asarray(o)) for o in out)
+    else:
+        outputs = _wrap(out if type(out) is np.ndarray or not isinstance(out, np.generic)
+                        else np.asarray(out))
+    if autograd_hook is not None:
+        autograd_hook(op, inputs, attrs, outputs)
+    return outputs
+
+
+_CAST: Op  # set by graphc.ops.elementwise, which defines the cast op
+
+
+def set_cast_op(op: Op) -> None:
+    global _CAST
+    _CAST = op

@@ -1,0 +1,407 @@
+"""From Python to graphs: tracing (`trace`, `jit`) and the symbolic API (`Variable`, `compile`).
+
+Tracing runs the user's function once on symbolic tensors that carry the example inputs'
+shapes and dtypes: every op call goes through `tensor.apply`, which hands it to the
+active `Tracer`, which appends a node to its graph. Nothing is computed. Concrete tensors
+and numpy arrays the function closes over become constants.
+
+`Variable` expressions have no types until they are called, so they are recorded as a
+DAG of deferred calls; `compile` replays that DAG under a Tracer once per input signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from . import autograd, pytree
+from . import dtypes as dt
+from .device import Device, cpu, device_of
+from .errors import GraphcError, TraceError, user_location
+from .graph import Graph, Value
+from .ops.registry import Op
+from .tensor import Tensor, _wrap, array, prepare_inputs, symbolic
+from .types import TensorType
+
+_scopes: list[str] = []
+
+
+@contextlib.contextmanager
+def name_scope(name: str):
+    """Prefix the names of nodes traced inside, as in ``dense0/matmul``."""
+    _scopes.append(name)
+    try:
+        yield
+    finally:
+        _scopes.pop()
+
+
+def _scoped(name: str) -> str:
+    return "/".join([*_scopes, name])
+
+
+# -- tracing ---------------------------------------------------------------------------
+
+class TracedValue:
+    """The ``_sym`` of a traced Tensor: a graph value of one tracer."""
+
+    __slots__ = ("value", "tracer")
+
+    def __init__(self, value: Value, tracer: Tracer):
+        self.value, self.tracer = value, tracer
+
+    @property
+    def type(self) -> TensorType:
+        return self.value.type
+
+    @property
+    def device(self) -> Device:
+        return self.tracer.device
+
+
+class Tracer:
+    level = 1
+
+    def __init__(self, name: str = "graph", device: Device | None = None):
+        self.graph = Graph(name)
+        self.device = device or cpu()
+        self.keys: list[Value] = []
+        self.loc: str | None = None  # set while replaying recorded calls
+        self._captured: dict[int, tuple[Tensor, Value]] = {}
+
+    def input(self, name: str | None, type: TensorType, role: str = "data") -> Tensor:
+        return symbolic(TracedValue(self.graph.add_input(name, type, role), self))
+
+    def new_key(self) -> Tensor:
+        """A dropout key: an int64 input the executable draws per call (see graphc.random)."""
+        t = self.input(f"rng_key{len(self.keys)}", TensorType((), "int64"), "state")
+        self.keys.append(t._sym.value)
+        return t
+
+    def lift(self, t: Tensor) -> Value:
+        if t._sym is not None:
+            if getattr(t._sym, "tracer", None) is not self:
+                raise TraceError("a tensor from another trace was used here; return it from "
+                                 "that function instead of keeping it", loc=user_location())
+            return t._sym.value
+        hit = self._captured.get(id(t))
+        if hit is None:
+            data = t.numpy()
+            hit = self._captured[id(t)] = (t, self.graph.add_constant(data))
+        return hit[1]
+
+    def apply(self, op: Op, args: tuple, attrs: dict):
+        values = [self.lift(t) for t in prepare_inputs(op, args)]
+        node = self.graph.add_node(op, values, attrs, name=_scoped(op.name),
+                                   loc=self.loc or user_location())
+        outs = tuple(symbolic(TracedValue(v, self)) for v in node.outputs)
+        return outs if op.num_outputs != 1 else outs[0]
+
+    def finish(self, outputs: list) -> Graph:
+        for t in outputs:
+            if not isinstance(t, Tensor):
+                t = array(t)
+            self.graph.outputs.append(self.lift(t))
+        return self.graph.validate()
+
+
+def _signature_leaf(x) -> tuple:
+    if isinstance(x, Tensor):
+        return (x.shape, dt.canonical(x.dtype), x.device)
+    return (tuple(x.shape), dt.canonical(x.dtype), device_of(x))
+
+
+class Traced:
+    """One trace of a function: its graph and how to map Python arguments onto it."""
+
+    def __init__(self, graph: Graph, in_tree: tuple, out_tree: tuple, num_keys: int):
+        self.graph, self.in_tree, self.out_tree, self.num_keys = graph, in_tree, out_tree, num_keys
+
+
+def _trace(fn: Callable, args: tuple, kwargs: dict, name: str | None = None) -> Traced:
+    leaves, in_tree = pytree.flatten((args, kwargs))
+    sig = [_signature_leaf(x) for x in leaves]
+    tracer = Tracer(name or getattr(fn, "__name__", "graph"),
+                    sig[0][2] if sig else cpu())
+    names = _leaf_names(fn, args, kwargs, len(leaves))
+    sym = [tracer.input(n, TensorType(s, d)) for n, (s, d, _) in zip(names, sig)]
+    s_args, s_kwargs = pytree.unflatten(in_tree, sym)
+    out = fn(*s_args, **s_kwargs)
+    out_leaves, out_tree = pytree.flatten(out)
+    graph = tracer.finish(out_leaves)
+    return Traced(graph, in_tree, out_tree, len(tracer.keys))
+
+
+def _leaf_names(fn, args, kwargs, n: int) -> list[str | None]:
+    """Graph input names from the function's parameter names where each is one tensor."""
+    try:
+        import inspect
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    names: list[str | None] = []
+    for i, a in enumerate(args):
+        count = len(pytree.flatten(a)[0])
+        base = params[i] if i < len(params) else f"arg{i}"
+        names += [base] if count == 1 else [f"{base}_{j}" for j in range(count)]
+    for k, v in kwargs.items():
+        count = len(pytree.flatten(v)[0])
+        names += [k] if count == 1 else [f"{k}_{j}" for j in range(count)]
+    return names[:n] + [None] * (n - len(names))
+
+
+def trace(fn: Callable, *args, **kwargs) -> Graph:
+    """The graph of ``fn`` applied to example inputs ``args`` (pytrees of tensors/arrays)."""
+    return _trace(fn, args, kwargs).graph
+
+
+def _backend(name: str | None):
+    from .backends import get_backend
+    return get_backend(name)
+
+
+def _as_array(x, device: Device | None = None):
+    if isinstance(x, Tensor):
+        return x.numpy() if x._sym is None and device is None else x._data
+    return x
+
+
+class JitFunction:
+    """``fn`` compiled once per input signature (shapes, dtypes, devices, static args,
+    training flag) and run through the chosen backend."""
+
+    def __init__(self, fn: Callable, backend: str | None = None,
+                 static_argnames: tuple[str, ...] | str = (), **options):
+        self.fn = fn
+        self.backend = backend
+        self.static_argnames = (static_argnames,) if isinstance(static_argnames, str) \
+            else tuple(static_argnames)
+        self.options = options
+        self._cache: dict = {}
+        functools.update_wrapper(self, fn)
+
+    def _split(self, args, kwargs):
+        static = tuple((k, kwargs[k]) for k in self.static_argnames if k in kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        return static, kwargs
+
+    def _lookup(self, args, kwargs):
+        static, dyn_kwargs = self._split(args, kwargs)
+        leaves, in_tree = pytree.flatten((args, dyn_kwargs))
+        key = (in_tree, tuple(_signature_leaf(x) for x in leaves), static,
+               autograd.is_training())
+        try:
+            entry = self._cache.get(key)
+        except TypeError:
+            raise TraceError(f"{self.__name__}: static arguments must be hashable "
+                             f"(got {static})", loc=user_location()) from None
+        if entry is None:
+            fn = functools.partial(self.fn, **dict(static)) if static else self.fn
+            traced = _trace(fn, args, dyn_kwargs, getattr(self.fn, "__name__", None))
+            exe = _backend(self.backend).compile(traced.graph, **self.options)
+            entry = self._cache[key] = (traced, exe)
+        return entry, leaves
+
+    def __call__(self, *args, **kwargs):
+        leaves = pytree.flatten((args, kwargs))[0]
+        if any(isinstance(x, Tensor) and x._sym is not None for x in leaves):
+            return self.fn(*args, **kwargs)  # called while tracing: inline
+        (traced, exe), leaves = self._lookup(args, kwargs)
+        return _run(traced, exe, leaves)
+
+    def compiled(self, *args, **kwargs):
+        """The executable this function uses for these arguments' signature."""
+        return self._lookup(args, kwargs)[0][1]
+
+    def trace(self, *args, **kwargs) -> Graph:
+        return self._lookup(args, kwargs)[0][0].graph
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+
+def _run(traced: Traced, exe, leaves: list):
+    from .random import next_key_value
+    arrays = [_as_array(x) for x in leaves]
+    arrays += [np.asarray(next_key_value(), np.int64) for _ in range(traced.num_keys)]
+    outs = exe(*arrays)
+    return pytree.unflatten(traced.out_tree, [_wrap(o) for o in outs])
+
+
+def jit(fn: Callable | None = None, *, backend: str | None = None,
+        static_argnames: tuple[str, ...] | str = (), **options):
+    """Decorator: trace and compile ``fn`` on its first call per input signature."""
+    if fn is None:
+        return lambda f: JitFunction(f, backend, static_argnames, **options)
+    return JitFunction(fn, backend, static_argnames, **options)
+
+
+# -- the symbolic API --------------------------------------------------------------------
+
+class DeferredValue:
+    """The ``_sym`` of a Variable expression: output ``index`` of a recorded call."""
+
+    __slots__ = ("call", "index")
+    tracer = None  # set below to the module's recorder
+
+    def __init__(self, call: DeferredCall, index: int):
+        self.call, self.index = call, index
+
+    @property
+    def type(self):
+        var = self.call.variable
+        if var is not None and var[1] is not None and var[2] is not None:
+            return TensorType(var[1], var[2])
+        raise TraceError("the shape of a Variable expression is known only when it is "
+                         "compiled and called; give gc.Variable a shape or use gc.jit",
+                         loc=user_location())
+
+    @property
+    def device(self) -> Device:
+        return cpu()
+
+
+class DeferredCall:
+    __slots__ = ("replay", "args", "loc", "variable")
+
+    def __init__(self, replay, args, loc, variable=None):
+        self.replay, self.args, self.loc, self.variable = replay, args, loc, variable
+
+
+class _Recorder:
+    level = 0
+
+    def apply(self, op: Op, args: tuple, attrs: dict):
+        call = DeferredCall(functools.partial(_replay_op, op, attrs), args, user_location())
+        n = op.num_outputs if isinstance(op.num_outputs, int) else op.num_outputs(attrs)
+        outs = tuple(symbolic(DeferredValue(call, i)) for i in range(max(n, 1)))
+        return outs if op.num_outputs != 1 else outs[0]
+
+    def new_key(self) -> Tensor:
+        return symbolic(DeferredValue(DeferredCall(_replay_key, (), None), 0))
+
+
+def _replay_op(op, attrs, tracer, *args):
+    from .tensor import apply
+    return apply(op, *args, **attrs)
+
+
+def _replay_key(tracer):
+    return tracer.new_key()
+
+
+DeferredValue.tracer = _Recorder()
+
+
+def Variable(name: str, shape: tuple[int, ...] | None = None, dtype=None) -> Tensor:
+    """A named symbolic input; expressions on it are compiled with `gc.compile`."""
+    if not isinstance(name, str) or not name:
+        raise GraphcError(f"Variable name must be a non-empty string, got {name!r}")
+    var = (name, None if shape is None else tuple(shape),
+           None if dtype is None else dt.canonical(dtype))
+    return symbolic(DeferredValue(DeferredCall(None, (), user_location(), var), 0))
+
+
+class CompiledExpression:
+    """`gc.compile(*outputs)`: call with the Variables as keyword arguments."""
+
+    def __init__(self, outputs: tuple[Tensor, ...], backend: str | None, options: dict):
+        for o in outputs:
+            if not isinstance(o, Tensor) or not isinstance(o._sym, DeferredValue):
+                raise GraphcError("gc.compile takes expressions built from gc.Variable")
+        self.outputs, self.backend, self.options = outputs, backend, options
+        self.order = _topological(outputs)
+        self.variables = [c.variable for c in self.order if c.variable is not None]
+        self._cache: dict = {}
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v[0] for v in self.variables]
+
+    def _check(self, inputs: dict) -> None:
+        names = self.input_names
+        missing = [n for n in names if n not in inputs]
+        extra = [n for n in inputs if n not in names]
+        if missing or extra:
+            raise GraphcError(f"compiled expression takes inputs {names}; "
+                              f"missing {missing}, unexpected {extra}", loc=user_location())
+        for name, shape, dtype in self.variables:
+            x = inputs[name]
+            if (shape is not None and tuple(x.shape) != shape) or (
+                    dtype is not None and dt.canonical(x.dtype) != dtype):
+                raise GraphcError(f"input {name!r} has shape {tuple(x.shape)} and dtype "
+                                  f"{x.dtype}, but the Variable declares {shape} {dtype}",
+                                  loc=user_location())
+
+    def _compile(self, inputs: dict):
+        key = tuple(_signature_leaf(inputs[n]) for n in self.input_names)
+        entry = self._cache.get(key)
+        if entry is None:
+            tracer = Tracer("compiled")
+            env: dict[int, tuple] = {}
+            for call in self.order:
+                if call.variable is not None:
+                    name = call.variable[0]
+                    shape, dtype, _ = _signature_leaf(inputs[name])
+                    env[id(call)] = (tracer.input(name, TensorType(shape, dtype)),)
+                    continue
+                args = [env[id(a._sym.call)][a._sym.index]
+                        if isinstance(a, Tensor) and isinstance(a._sym, DeferredValue) else a
+                        for a in call.args]
+                tracer.loc = call.loc
+                out = call.replay(tracer, *args)
+                env[id(call)] = out if isinstance(out, tuple) else (out,)
+            tracer.loc = None
+            graph = tracer.finish([env[id(o._sym.call)][o._sym.index] for o in self.outputs])
+            entry = self._cache[key] = (Traced(graph, None, None, len(tracer.keys)),
+                                        _backend(self.backend).compile(graph, **self.options))
+        return entry
+
+    def __call__(self, **inputs):
+        inputs = {k: (v if isinstance(v, Tensor | np.ndarray) else np.asarray(v))
+                  for k, v in inputs.items()}
+        self._check(inputs)
+        traced, exe = self._compile(inputs)
+        leaves = [inputs[n] for n in self.input_names]
+        outs = _run(Traced(traced.graph, None, ("tuple", (("*",),) * len(self.outputs)),
+                           traced.num_keys), exe, leaves)
+        return outs[0] if len(outs) == 1 else outs
+
+    def graph(self, **inputs) -> Graph:
+        inputs = {k: np.asarray(v) if not isinstance(v, Tensor) else v
+                  for k, v in inputs.items()}
+        self._check(inputs)
+        return self._compile(inputs)[0].graph
+
+
+def _topological(outputs) -> list[DeferredCall]:
+    """Recorded calls in dependency order (iterative DFS: deep expressions are fine)."""
+    order, seen = [], set()
+    stack = [(o._sym.call, False) for o in reversed(outputs)]
+    while stack:
+        call, done = stack.pop()
+        if done:
+            order.append(call)
+            continue
+        if id(call) in seen:
+            continue
+        seen.add(id(call))
+        stack.append((call, True))
+        for a in reversed(call.args):
+            if isinstance(a, Tensor) and isinstance(a._sym, DeferredValue) \
+                    and id(a._sym.call) not in seen:
+                stack.append((a._sym.call, False))
+    names = [c.variable[0] for c in order if c.variable is not None]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise GraphcError(f"two different Variables are named {sorted(dup)}")
+    return order
+
+
+def compile(*outputs: Tensor, backend: str | None = None, **options) -> CompiledExpression:
+    """Compile Variable expressions; the result is called with the Variables by name."""
+    return CompiledExpression(outputs, backend, options)
