@@ -47,6 +47,15 @@ def canonical(dtype) -> str:
     return name
 
 
+_BY_NUMPY = {d: name for name, d in _NP.items()}
+
+
+def name_of(np_dtype: np.dtype) -> str:
+    """The graphc name of a numpy dtype (a dict lookup: ``np.dtype.name`` is slow)."""
+    name = _BY_NUMPY.get(np_dtype)
+    return name if name is not None else canonical(np_dtype)
+
+
 def to_numpy(dtype: str) -> np.dtype:
     return _NP[dtype]
 

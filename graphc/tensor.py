@@ -36,7 +36,7 @@ class Tensor:
     def type(self) -> TensorType:
         if self._sym is not None:
             return self._sym.type
-        return TensorType(self._data.shape, self._data.dtype.name)
+        return TensorType(self._data.shape, dt.name_of(self._data.dtype))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -163,11 +163,12 @@ def array(data, dtype=None, device=None) -> Tensor:
 #: Set by `graphc.autograd` while recording: called as hook(op, inputs, attrs, outputs).
 autograd_hook = None
 
-_promotions: dict[tuple, tuple] = {}
-
-
 def _dtype_of(a) -> str:
-    return a._sym.type.dtype if a._sym is not None else a._data.dtype.name
+    return a._sym.type.dtype if a._sym is not None else dt.name_of(a._data.dtype)
+
+
+def _type_of(a) -> TensorType:
+    return TensorType(a.shape, dt.name_of(a.dtype))
 
 
 def prepare_inputs(op: Op, args: tuple) -> list[Tensor]:
@@ -187,13 +188,10 @@ def prepare_inputs(op: Op, args: tuple) -> list[Tensor]:
         else:
             ts.append(array(a))
     if op.promote is not None:
-        key = (op.name, *(_dtype_of(t) for t in ts))
-        targets = _promotions.get(key)
-        if targets is None:
-            targets = _promotions[key] = op.promote(key[1:])
-        for i, (t, target) in enumerate(zip(ts, targets)):
-            if _dtype_of(t) != target:
-                ts[i] = apply(_CAST, t, dtype=target)
+        names = tuple(_dtype_of(t) for t in ts)
+        for i, (name, target) in enumerate(zip(names, op.promote(names))):
+            if name != target:
+                ts[i] = apply(_CAST, ts[i], dtype=target)
     return ts
 
 
@@ -207,37 +205,67 @@ def apply(op: Op, *args, **attrs):
                 tracer = t
     if tracer is not None:
         return tracer.apply(op, args, attrs)
-    return _eager(op, prepare_inputs(op, args), attrs)
+    # Fast path: concrete tensors whose dtypes need no promotion (cached per op and dtypes).
+    try:
+        key = (op, *[a._data.dtype for a in args]) if len(args) != 2 else \
+            (op, args[0]._data.dtype, args[1]._data.dtype)
+        ready = _ready.get(key)
+        if ready is None:
+            names = tuple(dt.name_of(d) for d in key[1:])
+            ready = _ready[key] = op.promote is None or op.promote(names) == names
+    except AttributeError:  # a Python scalar or array among the inputs
+        ready = False
+    return _eager(op, args if ready else prepare_inputs(op, args), attrs)
 
 
-def _eager(op: Op, inputs: list[Tensor], attrs: dict):
-    arrays = [t._data for t in inputs]
-    if op.kind is not Kind.ELEMENTWISE or op.canonical is not None:
+_ready: dict[tuple, bool] = {}
+_inferred: dict[tuple, dict] = {}
+
+
+def _checked_attrs(op: Op, arrays: list, attrs: dict) -> dict:
+    """Canonical attrs after the type rule accepted the inputs, memoized per signature."""
+    types = tuple(TensorType(a.shape, dt.name_of(a.dtype)) for a in arrays)
+    try:
+        key = (op, types, *attrs.items())
+        hit = _inferred.get(key)
+    except TypeError:  # unhashable attrs (a list axis): no memo
+        key, hit = None, None
+    if hit is None:
         try:
-            _, attrs = registry.infer(op, tuple(TensorType(a.shape, a.dtype.name)
-                                                for a in arrays), attrs)
+            hit = registry.infer(op, types, attrs)[1]
         except GraphcError as e:
             raise e.with_context(op=op.name, loc=user_location()) from None
-    xp = device_of(arrays[0]).xp if arrays else np
+        if key is not None:
+            if len(_inferred) > 4096:
+                _inferred.clear()
+            _inferred[key] = hit
+    return hit
+
+
+def _eager(op: Op, inputs, attrs: dict):
+    arrays = [t._data for t in inputs]
+    xp = np if type(arrays[0]) is np.ndarray else device_of(arrays[0]).xp
+    if op.checked_eagerly:
+        attrs = _checked_attrs(op, arrays, attrs)
     try:
         out = op.impl(xp, *arrays, **attrs)
     except GraphcError as e:
         raise e.with_context(op=op.name, loc=user_location()) from None
     except (ValueError, TypeError, IndexError) as e:
         # numpy rejected it; let the type rule explain, else pass numpy's reason on.
-        types = tuple(TensorType(a.shape, a.dtype.name) for a in arrays)
+        types = tuple(_type_of(a) for a in arrays)
         try:
             registry.infer(op, types, attrs)
         except GraphcError as ge:
             raise ge.with_context(op=op.name, loc=user_location()) from None
         raise ShapeError(f"{e} (inputs {', '.join(map(str, types))})", op=op.name,
                          loc=user_location()) from None
-    if isinstance(out, tuple):
-        outputs = tuple(_wrap(o if hasattr(o, "ndim") and not isinstance(o, np.generic)
-                              else xp.asarray(o)) for o in out)
+    if type(out) is np.ndarray:
+        outputs = _wrap(out)
+    elif isinstance(out, tuple):
+        outputs = tuple(_wrap(xp.asarray(o)) for o in out)
     else:
-        outputs = _wrap(out if type(out) is np.ndarray or not isinstance(out, np.generic)
-                        else np.asarray(out))
+        outputs = _wrap(xp.asarray(out))  # numpy returns scalars for 0-d results
     if autograd_hook is not None:
         autograd_hook(op, inputs, attrs, outputs)
     return outputs

@@ -78,18 +78,18 @@ def _prod_vjp(g, x, out, axis, keepdims):
 
 
 def _sum_impl(xp, x, axis, keepdims):
-    return xp.sum(x, axis=axis, keepdims=keepdims, dtype=_accumulating(x.dtype.name))
+    return xp.sum(x, axis=axis, keepdims=keepdims, dtype=_accumulating(dt.name_of(x.dtype)))
 
 
 def _mean_impl(xp, x, axis, keepdims):
-    dtype = dt.float_of(x.dtype.name)
+    dtype = dt.float_of(dt.name_of(x.dtype))
     if math.prod(x.shape[a] for a in axis) == 0:
         return xp.full(_reduced_shape(x.shape, axis, keepdims), xp.nan, dtype)
     return xp.mean(x.astype(dtype, copy=False), axis=axis, keepdims=keepdims)
 
 
 def _prod_impl(xp, x, axis, keepdims):
-    return xp.prod(x, axis=axis, keepdims=keepdims, dtype=_accumulating(x.dtype.name))
+    return xp.prod(x, axis=axis, keepdims=keepdims, dtype=_accumulating(dt.name_of(x.dtype)))
 
 
 def _define(name, impl, vjp, reduction, out_dtype=lambda d: d, needs_elements=False):

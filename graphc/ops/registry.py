@@ -64,6 +64,11 @@ class Op:
     num_outputs: int | Callable = 1  # or attrs -> count, for ops like split
     doc: str = field(default="", repr=False)
 
+    def __post_init__(self):
+        # Eager calls skip the type rule for plain elementwise ops (numpy checks
+        # broadcasting itself); every other op canonicalizes and checks first.
+        self.checked_eagerly = self.kind is not Kind.ELEMENTWISE or self.canonical is not None
+
     def __repr__(self) -> str:
         return f"<op {self.name}>"
 
