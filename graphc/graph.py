@@ -105,7 +105,7 @@ class Graph:
         try:
             out_types, attrs = registry.infer(op, types, dict(attrs or {}))
         except GraphcError as e:
-            raise e.with_context(op=op.name, loc=loc)
+            raise e.with_context(op=op.name, loc=loc) from None
         node = Node(op, list(inputs), attrs, [], name or op.name, loc)
         node.outputs = [Value(self._fresh(), t, node, i) for i, t in enumerate(out_types)]
         self.nodes.append(node)

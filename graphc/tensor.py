@@ -15,7 +15,7 @@ from . import dtypes as dt
 from .device import Device, as_device, device_of
 from .errors import GraphcError, ShapeError, TraceError, user_location
 from .ops import registry
-from .ops.registry import Kind, Op
+from .ops.registry import Op
 from .types import TensorType
 
 _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)

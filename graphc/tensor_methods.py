@@ -41,7 +41,7 @@ METHODS = {
     "__truediv__": E.div, "__rtruediv__": _flip(E.div),
     "__pow__": E.power, "__rpow__": _flip(E.power),
     "__matmul__": L.matmul, "__rmatmul__": _flip(L.matmul),
-    "__neg__": E.neg, "__pos__": lambda self: self, "__abs__": getattr(E, "abs"),
+    "__neg__": E.neg, "__pos__": lambda self: self, "__abs__": E.abs,
     "__eq__": E.equal, "__ne__": E.not_equal, "__lt__": E.less, "__le__": E.less_equal,
     "__gt__": E.greater, "__ge__": E.greater_equal,
     "__and__": E.logical_and, "__rand__": _flip(E.logical_and),

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
-from .elementwise import exp, log, rsqrt, where
 from .elementwise import abs as _abs
+from .elementwise import exp, log, rsqrt, where
 from .reduce import max as _max
 from .reduce import mean, sum
 

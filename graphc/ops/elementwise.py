@@ -18,7 +18,6 @@ from . import scalar as S
 from .registry import Kind, Op, promote_common, promote_float, register
 from .special import erf as _erf_impl
 
-
 # -- type rules and promotion policies --------------------------------------------------
 
 def _same_dtype(types: tuple) -> TensorType:
@@ -148,7 +147,7 @@ for _name, (_impl, _scalar, _vjp, _promote, _doc) in _UNARY.items():
 neg = globals()["neg"]
 exp, log, sqrt, sin, cos, tanh = (globals()[n] for n in ("exp", "log", "sqrt", "sin", "cos",
                                                          "tanh"))
-sigmoid, sign, relu = globals()["sigmoid"], globals()["sign"], globals()["relu"]
+sigmoid, sign, relu, erf = (globals()[n] for n in ("sigmoid", "sign", "relu", "erf"))
 
 
 # -- unary with attributes ---------------------------------------------------------------

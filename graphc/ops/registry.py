@@ -123,7 +123,7 @@ def infer(op: Op, types: tuple, attrs: dict) -> tuple[tuple, dict]:
             attrs = op.canonical(types, attrs)
         out = op.type_rule(types, **attrs)
     except GraphcError as e:
-        raise e.with_context(op=op.name)
+        raise e.with_context(op=op.name) from None
     except (TypeError, ValueError, IndexError, KeyError, OverflowError) as e:
         shapes = ", ".join(str(t) for t in types)
         raise ShapeError(f"invalid attributes {attrs} for inputs ({shapes}): {e}",
