@@ -197,28 +197,57 @@ def prepare_inputs(op: Op, args: tuple) -> list[Tensor]:
 
 def apply(op: Op, *args, **attrs):
     """Run ``op`` on ``args``: eagerly, or as a traced node if any input is symbolic."""
+    sig = [op]
+    for a in args:
+        if isinstance(a, Tensor):
+            if a._sym is not None:
+                return _apply_symbolic(op, args, attrs)
+            sig.append(a._data.dtype)
+        else:
+            sig.append(type(a))
+    # The promotion plan depends only on the op and the input dtypes/types: cache it.
+    key = tuple(sig)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = _make_plan(op, args)
+    if plan is True:
+        return _eager(op, args, attrs)
+    if plan is False:
+        return _eager(op, prepare_inputs(op, args), attrs)
+    inputs = []
+    for a, (scalar_dtype, target) in zip(args, plan):
+        t = a if scalar_dtype is None else _wrap(np.asarray(a, scalar_dtype))
+        inputs.append(t if target is None else apply(_CAST, t, dtype=target))
+    return _eager(op, inputs, attrs)
+
+
+def _apply_symbolic(op: Op, args: tuple, attrs: dict):
     tracer = None
     for a in args:
         if isinstance(a, Tensor) and a._sym is not None:
             t = a._sym.tracer
             if tracer is None or t.level > tracer.level:
                 tracer = t
-    if tracer is not None:
-        return tracer.apply(op, args, attrs)
-    # Fast path: concrete tensors whose dtypes need no promotion (cached per op and dtypes).
-    try:
-        key = (op, *[a._data.dtype for a in args]) if len(args) != 2 else \
-            (op, args[0]._data.dtype, args[1]._data.dtype)
-        ready = _ready.get(key)
-        if ready is None:
-            names = tuple(dt.name_of(d) for d in key[1:])
-            ready = _ready[key] = op.promote is None or op.promote(names) == names
-    except AttributeError:  # a Python scalar or array among the inputs
-        ready = False
-    return _eager(op, args if ready else prepare_inputs(op, args), attrs)
+    return tracer.apply(op, args, attrs)
 
 
-_ready: dict[tuple, bool] = {}
+def _make_plan(op: Op, args: tuple):
+    """True: run as is; False: convert with prepare_inputs (arrays, lists, None...);
+    else per input (dtype to make a Python scalar into, dtype to cast to, or None)."""
+    if not all(isinstance(a, Tensor | bool | int | float) for a in args):
+        return False
+    tensor_dtypes = [_dtype_of(a) for a in args if isinstance(a, Tensor)]
+    common = dt.promote(*tensor_dtypes) if tensor_dtypes else None
+    names = tuple(_dtype_of(a) if isinstance(a, Tensor) else dt.scalar_dtype(a, common)
+                  for a in args)
+    targets = op.promote(names) if op.promote is not None else names
+    plan = tuple((None if isinstance(a, Tensor) else dt.to_numpy(name),
+                  None if target == name else target)
+                 for a, name, target in zip(args, names, targets))
+    return True if all(p == (None, None) for p in plan) else plan
+
+
+_plans: dict[tuple, object] = {}
 _inferred: dict[tuple, dict] = {}
 
 
