@@ -244,7 +244,7 @@ def _make_plan(op: Op, args: tuple):
     plan = tuple((None if isinstance(a, Tensor) else dt.to_numpy(name),
                   None if target == name else target)
                  for a, name, target in zip(args, names, targets))
-    return True if all(p == (None, None) for p in plan) else plan
+    return True if all(s is None and t is None for s, t in plan) else plan
 
 
 _plans: dict[tuple, object] = {}
