@@ -9,7 +9,7 @@ from .device import Device, cpu, gpu
 from .errors import (BackendError, DTypeError, GraphcError, SerializationError, ShapeError,
                      TraceError)
 from .graph import Graph, GraphError, Node, Value
-from .ops import composite, elementwise, linalg, nn, reduce, shape  # noqa: F401 (registers)
+from .ops import composite, conv, elementwise, linalg, nn, reduce, shape  # noqa: F401
 from .ops.composite import layer_norm, log_softmax, logsumexp, softmax, var
 from .ops.elementwise import (abs, add, cast, ceil, clip, cos, div, divide, elu, equal, erf,
                               exp, expm1, floor, gelu, greater, greater_equal, leaky_relu,
@@ -19,9 +19,9 @@ from .ops.elementwise import (abs, add, cast, ceil, clip, cos, div, divide, elu,
                               softplus, sqrt, square, sub, subtract, tanh, where)
 from .ops.elementwise import pow  # noqa: A004
 from .ops.linalg import matmul
-from .ops.nn import (avg_pool2d, batch_norm, conv1d, conv2d, dropout, embedding,
-                     global_avg_pool2d, global_max_pool2d, max_pool2d, one_hot,
-                     softmax_cross_entropy)
+from .ops.conv import (avg_pool2d, conv1d, conv2d, global_avg_pool2d, global_max_pool2d,
+                       max_pool2d)
+from .ops.nn import batch_norm, dropout, embedding, one_hot, softmax_cross_entropy
 from .ops.reduce import argmax, argmin, max, mean, min, prod, sum
 from .ops.shape import (broadcast_to, concat, expand_dims, flatten, pad, reshape, split,
                         squeeze, stack, take, transpose)

@@ -74,6 +74,9 @@ def test_scalar_promotion_follows_documented_rule():
     assert (gc.ones(3, "int32") + gc.ones(3, "float16")).dtype == np.float16
     assert (gc.ones(3, "int32") / gc.ones(3, "int32")).dtype == np.float32
     assert gc.exp(gc.ones(3, "int64")).dtype == np.float32
+    # regression: the cached promotion plan once compared np.dtype('float64') == None (True)
+    np.testing.assert_array_equal((gc.ones(2, "float64") + 1.5).numpy(), [2.5, 2.5])
+    assert (gc.ones(2, "float64") * 2).dtype == np.float64
 
 
 def test_repr_is_readable():
