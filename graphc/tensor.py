@@ -255,7 +255,9 @@ def _checked_attrs(op: Op, arrays: list, attrs: dict) -> dict:
     """Canonical attrs after the type rule accepted the inputs, memoized per signature."""
     types = tuple(TensorType(a.shape, dt.name_of(a.dtype)) for a in arrays)
     try:
-        key = (op, types, *attrs.items())
+        # Key on the attrs' types too: (2.0, 3) == (2, 3) and True == 1 must not share.
+        key = (op, types, *[(k, v, tuple(map(type, v)) if type(v) is tuple else type(v))
+                            for k, v in attrs.items()])
         hit = _inferred.get(key)
     except TypeError:  # unhashable attrs (a list axis): no memo
         key, hit = None, None

@@ -131,3 +131,13 @@ def test_devices():
     assert gc.device.as_device("cuda:1") == gc.gpu(1)
     with pytest.raises(gc.BackendError):
         gc.device.as_device("tpu")
+
+
+def test_memoized_type_checks_do_not_conflate_equal_hashing_attrs():
+    x = gc.ones((2, 3))
+    assert x.reshape((3, 2)).shape == (3, 2)
+    with pytest.raises(gc.ShapeError):
+        gc.reshape(x, (3.0, 2))          # equal to (3, 2) and hashes alike; still rejected
+    gc.sum(x, axis=1)
+    with pytest.raises(gc.ShapeError):
+        gc.sum(x, axis=True)
