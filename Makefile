@@ -1,0 +1,36 @@
+# Every target makes the virtual environment it needs; a fresh clone needs only python3,
+# a C compiler and make. The venv is (re)installed when it is missing or pyproject.toml
+# is newer than its stamp, so `make test` after a dependency change picks the change up.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench-overhead clean distclean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check graphc tests examples benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check graphc tests examples benchmarks
+
+bench-overhead: $(STAMP)
+	$(BIN)/python benchmarks/eager_overhead.py
+
+# Caches and build outputs; the venv stays (distclean removes it too).
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
