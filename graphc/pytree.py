@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tensor import Tensor
+
+_LEAF_TYPES = (Tensor, np.ndarray)
+
 
 def _is_leaf(x) -> bool:
-    from .tensor import Tensor
-    return isinstance(x, Tensor | np.ndarray) or hasattr(x, "__cuda_array_interface__")
+    return isinstance(x, _LEAF_TYPES) or hasattr(x, "__cuda_array_interface__")
 
 
 def flatten(tree) -> tuple[list, tuple]:
+    """The leaves of ``tree`` in order, and a hashable description of everything else."""
     leaves: list = []
 
     def go(x):

@@ -108,10 +108,17 @@ class Tracer:
         return self.graph.validate()
 
 
+_CPU = cpu()
+
+
 def _signature_leaf(x) -> tuple:
+    """(shape, dtype, device) of a tensor or array argument: what a compiled graph is for."""
     if isinstance(x, Tensor):
-        return (x.shape, dt.canonical(x.dtype), x.device)
-    return (tuple(x.shape), dt.canonical(x.dtype), device_of(x))
+        if x._sym is not None:
+            return (x.shape, x._sym.type.dtype, x.device)
+        x = x._data
+    device = _CPU if type(x) is np.ndarray else device_of(x)
+    return (tuple(x.shape), dt.name_of(x.dtype), device)
 
 
 class Traced:
@@ -163,10 +170,8 @@ def _backend(name: str | None):
     return get_backend(name)
 
 
-def _as_array(x, device: Device | None = None):
-    if isinstance(x, Tensor):
-        return x.numpy() if x._sym is None and device is None else x._data
-    return x
+def _as_array(x):
+    return x._data if isinstance(x, Tensor) else x
 
 
 class JitFunction:
@@ -191,6 +196,9 @@ class JitFunction:
     def _lookup(self, args, kwargs):
         static, dyn_kwargs = self._split(args, kwargs)
         leaves, in_tree = pytree.flatten((args, dyn_kwargs))
+        return self._entry(args, dyn_kwargs, static, leaves, in_tree), leaves
+
+    def _entry(self, args, dyn_kwargs, static, leaves, in_tree):
         key = (in_tree, tuple(_signature_leaf(x) for x in leaves), static,
                autograd.is_training())
         try:
@@ -203,13 +211,15 @@ class JitFunction:
             traced = _trace(fn, args, dyn_kwargs, getattr(self.fn, "__name__", None))
             exe = _backend(self.backend).compile(traced.graph, **self.options)
             entry = self._cache[key] = (traced, exe)
-        return entry, leaves
+        return entry
 
     def __call__(self, *args, **kwargs):
-        leaves = pytree.flatten((args, kwargs))[0]
-        if any(isinstance(x, Tensor) and x._sym is not None for x in leaves):
-            return self.fn(*args, **kwargs)  # called while tracing: inline
-        (traced, exe), leaves = self._lookup(args, kwargs)
+        static, dyn_kwargs = self._split(args, kwargs) if kwargs else ((), kwargs)
+        leaves, in_tree = pytree.flatten((args, dyn_kwargs))
+        for x in leaves:
+            if isinstance(x, Tensor) and x._sym is not None:
+                return self.fn(*args, **kwargs)  # called while tracing: inline
+        traced, exe = self._entry(args, dyn_kwargs, static, leaves, in_tree)
         return _run(traced, exe, leaves)
 
     def compiled(self, *args, **kwargs):

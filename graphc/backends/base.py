@@ -28,7 +28,7 @@ class Executable:
             raise BackendError(f"{self.graph.name} takes {len(names)} inputs {names}, "
                                f"got {len(arrays)}")
         for v, a in zip(self.runtime_inputs, arrays):
-            if tuple(a.shape) != v.type.shape or dt.canonical(a.dtype) != v.type.dtype:
+            if a.shape != v.type.shape or dt.name_of(a.dtype) != v.type.dtype:
                 raise ShapeError(f"input %{v.name} expects {v.type}, got shape "
                                  f"{tuple(a.shape)} dtype {a.dtype}")
 
