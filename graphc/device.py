@@ -61,7 +61,7 @@ def as_device(device) -> Device:
 
 
 def device_of(array) -> Device:
-    if isinstance(array, np.ndarray | np.generic):
+    """Where ``array`` lives: a GPU for CUDA arrays (cupy), else the CPU."""
+    if type(array) is np.ndarray or not hasattr(array, "__cuda_array_interface__"):
         return _CPU
-    dev = getattr(array, "device", None)
-    return Device("gpu", int(getattr(dev, "id", 0)))
+    return Device("gpu", int(getattr(array.device, "id", 0)))

@@ -79,12 +79,19 @@ def scalar_dtype(value, other: str | None) -> str:
         kind = DEFAULT_FLOAT
     else:
         raise DTypeError(f"cannot use {type(value).__name__} {value!r} as a tensor operand")
-    if other is None:
-        return kind
-    if kind == "bool" or (kind in INTS and other not in ("bool",)) or (
-            kind in FLOATS and other in FLOATS):
-        return other
-    return kind
+    dtype = kind
+    if other is not None and (kind == "bool" or (kind in INTS and other not in ("bool",)) or (
+            kind in FLOATS and other in FLOATS)):
+        dtype = other
+    if kind in INTS and dtype in INTS:
+        lo, hi = _INT_RANGE[dtype]
+        if not lo <= value <= hi:  # numpy would raise a bare OverflowError converting it
+            where = f" (the dtype it takes next to a {other} tensor)" if other else ""
+            raise DTypeError(f"Python int {value} does not fit {dtype}{where}")
+    return dtype
+
+
+_INT_RANGE = {d: (int(np.iinfo(d).min), int(np.iinfo(d).max)) for d in INTS}
 
 
 def float_of(dtype: str) -> str:

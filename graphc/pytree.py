@@ -1,6 +1,6 @@
 """Nested tuples, lists and dicts of tensors: flattened to leaves and rebuilt.
 
-Tensors and arrays are leaves; anything else (numbers, strings, None) is static and part
+Tensors, arrays and numpy scalars are leaves; anything else (numbers, strings, None) is static and part
 of the tree description, which is hashable so that it can key a compile cache.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from .tensor import Tensor
 
-_LEAF_TYPES = (Tensor, np.ndarray)
+_LEAF_TYPES = (Tensor, np.ndarray, np.generic)
 
 
 def _is_leaf(x) -> bool:

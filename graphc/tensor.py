@@ -216,9 +216,17 @@ def apply(op: Op, *args, **attrs):
         return _eager(op, prepare_inputs(op, args), attrs)
     inputs = []
     for a, (scalar_dtype, target) in zip(args, plan):
-        t = a if scalar_dtype is None else _wrap(np.asarray(a, scalar_dtype))
+        t = a if scalar_dtype is None else _scalar(a, scalar_dtype)
         inputs.append(t if target is None else apply(_CAST, t, dtype=target))
     return _eager(op, inputs, attrs)
+
+
+def _scalar(value, np_dtype) -> Tensor:
+    try:
+        return _wrap(np.asarray(value, np_dtype))
+    except OverflowError:  # a Python int too big for the tensor's dtype
+        dt.scalar_dtype(value, dt.name_of(np_dtype))  # raises the DTypeError that says so
+        raise
 
 
 def _apply_symbolic(op: Op, args: tuple, attrs: dict):

@@ -242,3 +242,14 @@ def test_deep_variable_expression_does_not_recurse():
         y = y + 1
     out = gc.compile(y)(x=np.zeros(1))
     assert out.numpy()[0] == 3000
+
+
+def test_numpy_scalars_are_tensor_arguments_not_static():
+    # regression: np.float64(2.0) was treated as a static leaf and traced as a float32 constant
+    g = gc.trace(lambda s, x: x * s, np.float64(2.0), np.ones(2, np.float32))
+    assert g.inputs[0].type == gc.types.TensorType((), "float64")
+    assert g.outputs[0].type.dtype == "float64"
+    f = gc.jit(lambda s, x: x * s)
+    np.testing.assert_array_equal(f(np.float64(2.0), np.ones(2)).numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(f(np.float64(3.0), np.ones(2)).numpy(), [3.0, 3.0])
+    assert f.cache_size == 1

@@ -6,16 +6,33 @@ from __future__ import annotations
 
 import math
 
+from ..errors import ShapeError
 from .elementwise import abs as _abs
 from .elementwise import exp, log, rsqrt, where
 from .reduce import max as _max
-from .reduce import mean, sum
+from .reduce import mean, reduced_axes, sum
 
 
 def _stable_max(x, axis):
-    """The max along ``axis`` with infinities replaced by 0, so ``x - m`` stays finite."""
+    """The max along ``axis`` with infinities replaced by 0, so ``x - m`` stays finite.
+
+    An empty axis has no max (`max` raises there), but any shift is as good: 0, so that
+    logsumexp gives log(0) = -inf as numpy does and softmax an empty tensor."""
+    if _empty_axis(x, axis):
+        return 0
     m = _max(x, axis=axis, keepdims=True)
     return where(_abs(m) < math.inf, m, 0)
+
+
+def _empty_axis(x, axis) -> bool:
+    shape = tuple(getattr(x, "shape", ()))
+    if 0 not in shape:
+        return False
+    try:
+        axes = reduced_axes(axis, len(shape))
+    except ShapeError:
+        return False  # let max name the bad axis
+    return any(shape[a] == 0 for a in axes)
 
 
 def logsumexp(x, axis=None, keepdims: bool = False):

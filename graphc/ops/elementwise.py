@@ -207,10 +207,14 @@ def _clip_impl(xp, x, min, max):
 
 
 def _clip_scalar(x, min, max):
+    # Bounds are constants of x's dtype, converted as the impl converts them (an int
+    # tensor truncates a float bound), so backends see a well-typed max/min.
+    def bound(v):
+        return S.const(v if dt.is_float(x.dtype) else int(v), x.dtype)
     if min is not None:
-        x = S.smax(x, min)
+        x = S.smax(x, bound(min))
     if max is not None:
-        x = S.smin(x, max)
+        x = S.smin(x, bound(max))
     return x
 
 

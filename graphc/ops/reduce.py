@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import numbers
 
 from .. import dtypes as dt
 from ..errors import ShapeError
@@ -17,11 +18,23 @@ from ..types import TensorType, normalize_axes, normalize_axis
 from .registry import Kind, Op, Reduction, register
 
 
-def _canonical(types, attrs):
-    axis = attrs.get("axis")
+def _as_int(axis):
+    """numpy integers (``axis=np.int64(1)``) as Python ints: numpy accepts them, and node
+    attrs must stay JSON-friendly. Anything else is left for normalize_axis to reject."""
+    return int(axis) if isinstance(axis, numbers.Integral) and not isinstance(axis, bool) else axis
+
+
+def reduced_axes(axis, ndim: int) -> tuple[int, ...]:
+    """The sorted non-negative axes named by ``axis``: None (all), an int or an iterable."""
+    axis = _as_int(axis)
     if axis is not None and not isinstance(axis, int):
-        axis = tuple(axis)
-    return {"axis": normalize_axes(axis, types[0].ndim),
+        # a float or other non-iterable: let normalize_axis say what is wrong with it
+        axis = tuple(map(_as_int, axis)) if hasattr(axis, "__iter__") else (axis,)
+    return normalize_axes(axis, ndim)
+
+
+def _canonical(types, attrs):
+    return {"axis": reduced_axes(attrs.get("axis"), types[0].ndim),
             "keepdims": bool(attrs.get("keepdims", False))}
 
 
@@ -109,7 +122,7 @@ _PROD = _define("prod", _prod_impl, _prod_vjp, Reduction("mul", 1.0), _accumulat
 # argmax / argmin: one axis, or the flattened tensor when axis is None (as numpy).
 
 def _arg_canonical(types, attrs):
-    axis = attrs.get("axis")
+    axis = _as_int(attrs.get("axis"))
     return {"axis": None if axis is None else normalize_axis(axis, types[0].ndim),
             "keepdims": bool(attrs.get("keepdims", False))}
 
