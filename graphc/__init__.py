@@ -25,7 +25,7 @@ from .ops.reduce import argmax, argmin, max, mean, min, prod, sum
 from .ops.shape import (broadcast_to, concat, expand_dims, flatten, pad, reshape, split,
                         squeeze, stack, take, transpose)
 from .ops.shape import slice as slice  # noqa: A004
-from .serialize import load_safetensors, save_safetensors
+from .serialize import load_graph, load_safetensors, save_graph, save_safetensors
 from .tensor import Tensor, array
 from .trace import Variable, compile, jit, name_scope, trace
 from . import tensor_methods  # noqa: E402,F401  (binds Tensor operators last)

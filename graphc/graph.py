@@ -98,8 +98,11 @@ class Graph:
                               "constant", data)
 
     def add_node(self, op: Op | str, inputs: list[Value], attrs: dict | None = None,
-                 name: str = "", loc: str | None = None) -> Node:
-        """Append a node; its attrs are canonicalized and its output types inferred."""
+                 name: str = "", loc: str | None = None,
+                 output_names: list[str] | None = None) -> Node:
+        """Append a node; its attrs are canonicalized and its output types inferred.
+
+        ``output_names`` are kept where still free (a loader restores recorded names)."""
         op = registry.get(op) if isinstance(op, str) else op
         types = tuple(v.type for v in inputs)
         try:
@@ -107,7 +110,9 @@ class Graph:
         except GraphcError as e:
             raise e.with_context(op=op.name, loc=loc) from None
         node = Node(op, list(inputs), attrs, [], name or op.name, loc)
-        node.outputs = [Value(self._fresh(), t, node, i) for i, t in enumerate(out_types)]
+        hints = output_names or [None] * len(out_types)
+        node.outputs = [Value(self._fresh(h), t, node, i)
+                        for i, (t, h) in enumerate(zip(out_types, hints))]
         self.nodes.append(node)
         return node
 
@@ -254,6 +259,8 @@ class Graph:
 
 
 def _freeze(x):
+    if isinstance(x, float) and x != x:
+        return "<nan>"  # NaN != NaN, but two NaN attrs mean the same thing
     if isinstance(x, dict):
         return tuple((k, _freeze(v)) for k, v in sorted(x.items()))
     if isinstance(x, list | tuple):

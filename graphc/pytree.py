@@ -1,7 +1,8 @@
 """Nested tuples, lists and dicts of tensors: flattened to leaves and rebuilt.
 
-Tensors, arrays and numpy scalars are leaves; anything else (numbers, strings, None) is static and part
-of the tree description, which is hashable so that it can key a compile cache.
+Tensors, arrays and numpy scalars are leaves; anything else (Python numbers, strings,
+None) is static and part of the tree description, which is hashable so that it can key a
+compile cache: a changed Python number retraces.
 """
 
 from __future__ import annotations

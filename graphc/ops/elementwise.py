@@ -152,19 +152,31 @@ sigmoid, sign, relu, erf = (globals()[n] for n in ("sigmoid", "sign", "relu", "e
 
 # -- unary with attributes ---------------------------------------------------------------
 
-def _with_attrs(name, impl, scalar, vjp, promote) -> Op:
+def _float_attrs(*names: str, optional: bool = False):
+    """A canonical rule that makes the named attrs Python floats (None allowed if optional),
+    so a graph file cannot smuggle a string into a scalar expression."""
+    def canonical(types, attrs):
+        return {k: None if optional and attrs.get(k) is None else float(attrs[k])
+                for k in names}
+    return canonical
+
+
+def _with_attrs(name, impl, scalar, vjp, promote, canonical) -> Op:
     return register(Op(name, Kind.ELEMENTWISE, lambda types, **a: _same_dtype(types), impl,
-                       vjp=vjp, promote=promote, scalar=scalar, inplace=(0,)))
+                       vjp=vjp, promote=promote, scalar=scalar, inplace=(0,),
+                       canonical=canonical))
 
 
 _LEAKY = _with_attrs(
     "leaky_relu", lambda xp, x, alpha: xp.where(x > 0, x, x * x.dtype.type(alpha)),
     lambda x, alpha: S.select(x > 0, x, x * alpha),
-    lambda g, x, out, alpha: (where(x > 0, g, g * alpha),), promote_float)
+    lambda g, x, out, alpha: (where(x > 0, g, g * alpha),), promote_float,
+    _float_attrs("alpha"))
 _ELU = _with_attrs(
     "elu", lambda xp, x, alpha: xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(x)),
     lambda x, alpha: S.select(x > 0, x, alpha * S.expm1(x)),
-    lambda g, x, out, alpha: (where(x > 0, g, g * (out + alpha)),), promote_float)
+    lambda g, x, out, alpha: (where(x > 0, g, g * (out + alpha)),), promote_float,
+    _float_attrs("alpha"))
 
 
 def _gelu_impl(xp, x, approximate):
@@ -227,7 +239,8 @@ def _clip_vjp(g, x, out, min, max):
     return (inside,)
 
 
-_CLIP = _with_attrs("clip", _clip_impl, _clip_scalar, _clip_vjp, promote_arith)
+_CLIP = _with_attrs("clip", _clip_impl, _clip_scalar, _clip_vjp, promote_arith,
+                    _float_attrs("min", "max", optional=True))
 
 
 def _cast_rule(types, dtype):
