@@ -27,6 +27,7 @@ from .ops.shape import (broadcast_to, concat, expand_dims, flatten, pad, reshape
 from .ops.shape import slice as slice  # noqa: A004
 from .serialize import load_graph, load_safetensors, save_graph, save_safetensors
 from .tensor import Tensor, array
+from .autograd import grad, value_and_grad
 from .trace import Variable, compile, jit, name_scope, trace
 from . import tensor_methods  # noqa: E402,F401  (binds Tensor operators last)
 

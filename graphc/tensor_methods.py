@@ -6,6 +6,8 @@ imported last, once every op function exists.
 
 from __future__ import annotations
 
+from . import autograd
+from .device import as_device
 from .ops import elementwise as E
 from .ops import linalg as L
 from .ops import reduce as R
@@ -34,6 +36,24 @@ def _astype(self, dtype):
     return E.cast(self, dtype)
 
 
+def _detach(self) -> Tensor:
+    """The same value, cut off from the autograd tape."""
+    from .tensor import _wrap, symbolic
+    return _wrap(self._data) if self._sym is None else symbolic(self._sym)
+
+
+def _as_in_context(self, device) -> Tensor:
+    from .tensor import array
+    device = as_device(device)
+    return self if self.device == device else array(self.numpy(), device=device)
+
+
+def _asscalar(self):
+    if self.size != 1:
+        raise ValueError(f"asscalar() needs a tensor of one element, got shape {self.shape}")
+    return self.item()
+
+
 METHODS = {
     "__add__": E.add, "__radd__": _flip(E.add),
     "__sub__": E.sub, "__rsub__": _flip(E.sub),
@@ -56,6 +76,11 @@ METHODS = {
     "argmax": R.argmax, "argmin": R.argmin,
     "exp": E.exp, "log": E.log, "sqrt": E.sqrt, "tanh": E.tanh, "relu": E.relu,
     "sigmoid": E.sigmoid, "clip": E.clip,
+    "attach_grad": autograd.attach_grad, "grad": property(lambda self: self._grad),
+    "backward": lambda self, head_grad=None, retain_graph=False: autograd.backward(
+        self, head_grad, retain_graph),
+    "detach": _detach, "as_in_context": _as_in_context, "to": _as_in_context,
+    "asscalar": _asscalar,
 }
 
 for _name, _fn in METHODS.items():

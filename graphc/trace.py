@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import autograd, pytree
+from . import tensor as tensor_mod
 from . import dtypes as dt
 from .device import Device, cpu, device_of
 from .errors import GraphcError, TraceError, user_location
@@ -94,11 +95,14 @@ class Tracer:
         return hit[1]
 
     def apply(self, op: Op, args: tuple, attrs: dict):
-        values = [self.lift(t) for t in prepare_inputs(op, args)]
-        node = self.graph.add_node(op, values, attrs, name=_scoped(op.name),
-                                   loc=self.loc or user_location())
+        inputs = prepare_inputs(op, args)
+        node = self.graph.add_node(op, [self.lift(t) for t in inputs], attrs,
+                                   name=_scoped(op.name), loc=self.loc or user_location())
         outs = tuple(symbolic(TracedValue(v, self)) for v in node.outputs)
-        return outs if op.num_outputs != 1 else outs[0]
+        outs = outs if op.num_outputs != 1 else outs[0]
+        if tensor_mod.autograd_hook is not None:  # gc.grad inside gc.jit records here
+            tensor_mod.autograd_hook(op, inputs, node.attrs, outs)
+        return outs
 
     def finish(self, outputs: list) -> Graph:
         for t in outputs:
