@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import autograd, pytree
-from . import tensor as tensor_mod
 from . import dtypes as dt
+from . import tensor as tensor_mod
 from .device import Device, cpu, device_of
 from .errors import GraphcError, TraceError, user_location
 from .graph import Graph, Value
