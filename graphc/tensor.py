@@ -9,6 +9,8 @@ inputs. Nothing else in graphc runs an op.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import dtypes as dt
@@ -308,6 +310,22 @@ def _eager(op: Op, inputs, attrs: dict):
     if autograd_hook is not None:
         autograd_hook(op, inputs, attrs, outputs)
     return outputs
+
+
+def shape_dependent(fn):
+    """Mark a function that reads its inputs' shapes (a composite such as softmax).
+
+    A `gc.Variable` expression has no shapes until it is compiled, so on such inputs the
+    whole call is recorded and replayed at compile time, when the shapes are known;
+    otherwise the function just runs (eagerly or while tracing)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for a in (*args, *kwargs.values()):
+            for t in (a if isinstance(a, list | tuple) else (a,)):
+                if isinstance(t, Tensor) and t._sym is not None and t._sym.tracer.level == 0:
+                    return t._sym.tracer.record_call(fn, args, kwargs)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 _CAST: Op  # set by graphc.ops.elementwise, which defines the cast op

@@ -298,6 +298,16 @@ class _Recorder:
     def new_key(self) -> Tensor:
         return symbolic(DeferredValue(DeferredCall(_replay_key, (), None), 0))
 
+    def record_call(self, fn, args: tuple, kwargs: dict) -> Tensor:
+        """Record a whole shape-dependent call (see `tensor.shape_dependent`)."""
+        leaves, tree = pytree.flatten((args, kwargs))
+
+        def replay(tracer, *new_leaves):
+            a, k = pytree.unflatten(tree, new_leaves)
+            return fn(*a, **k)
+
+        return symbolic(DeferredValue(DeferredCall(replay, tuple(leaves), user_location()), 0))
+
 
 def _replay_op(op, attrs, tracer, *args):
     from .tensor import apply

@@ -23,3 +23,13 @@ def test_demo_runs_and_both_runs_agree():
     assert slides, out
     assert ast.literal_eval(slides.group(1)) == [3.0] * 10
     assert "graph mlp(" in out, "the traced graph is printed"
+
+
+def test_symbolic_example():
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "symbolic.py")], capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "D(A=1, B=2) = Tensor([3., 3., 3., 3., 3., 3., 3., 3., 3., 3.]" in proc.stdout
+    assert "graph compiled(" in proc.stdout and "matmul(%x, %w)" in proc.stdout
+    sums = re.search(r"^rows sum to \[(.*)\]$", proc.stdout, re.M)
+    assert sums and all(abs(float(v) - 1) < 1e-5 for v in sums.group(1).split())

@@ -253,3 +253,14 @@ def test_numpy_scalars_are_tensor_arguments_not_static():
     np.testing.assert_array_equal(f(np.float64(2.0), np.ones(2)).numpy(), [2.0, 2.0])
     np.testing.assert_array_equal(f(np.float64(3.0), np.ones(2)).numpy(), [3.0, 3.0])
     assert f.cache_size == 1
+
+
+def test_shape_dependent_composites_work_on_variables():
+    # regression: softmax reads its input's shape, which a Variable expression lacks
+    x = gc.Variable('x')
+    f = gc.compile(gc.log_softmax(x * 2, axis=-1), gc.layer_norm(x))
+    xv = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    ls, ln = f(x=xv)
+    np.testing.assert_allclose(ls.numpy(), gc.log_softmax(gc.array(xv * 2)).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ln.numpy(), gc.layer_norm(gc.array(xv)).numpy(), rtol=1e-6)
+    assert [n.op.name for n in f.graph(x=xv).nodes][:2] == ["mul", "max"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
+from ..tensor import shape_dependent
 from .elementwise import abs as _abs
 from .elementwise import exp, log, rsqrt, where
 from .reduce import max as _max
@@ -35,6 +36,7 @@ def _empty_axis(x, axis) -> bool:
     return any(shape[a] == 0 for a in axes)
 
 
+@shape_dependent
 def logsumexp(x, axis=None, keepdims: bool = False):
     """log(sum(exp(x))) along ``axis``, without overflow."""
     m = _stable_max(x, axis)
@@ -47,22 +49,26 @@ def _drop(out, x, axis):
     return squeeze(out, axis=axis)
 
 
+@shape_dependent
 def softmax(x, axis: int = -1):
     e = exp(x - _stable_max(x, axis))
     return e / sum(e, axis=axis, keepdims=True)
 
 
+@shape_dependent
 def log_softmax(x, axis: int = -1):
     s = x - _stable_max(x, axis)
     return s - log(sum(exp(s), axis=axis, keepdims=True))
 
 
+@shape_dependent
 def var(x, axis=None, keepdims: bool = False):
     """Population variance (ddof=0), as numpy.var's default."""
     centered = x - mean(x, axis=axis, keepdims=True)
     return mean(centered * centered, axis=axis, keepdims=keepdims)
 
 
+@shape_dependent
 def layer_norm(x, gamma=None, beta=None, axis=-1, eps: float = 1e-5):
     """Normalize over ``axis`` (an int or tuple of trailing axes), then scale and shift.
 

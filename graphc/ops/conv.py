@@ -19,7 +19,7 @@ import math
 import numbers
 
 from ..errors import ShapeError, TraceError, user_location
-from ..tensor import apply
+from ..tensor import apply, shape_dependent
 from ..types import TensorType
 from .registry import Kind, Op, promote_float, register
 
@@ -291,6 +291,7 @@ def _known_ndim(t) -> int | None:
         return None
 
 
+@shape_dependent
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):
     """1-D cross-correlation over (N, C, W) with an (O, C/groups, k) weight, as Gluon's
     Conv1D. It is conv2d on a unit H axis, so it shares conv2d's rules, gradients and
