@@ -17,7 +17,7 @@ from .. import autograd
 from .. import dtypes as dt
 from .. import random as _random
 from ..errors import DTypeError, GraphcError, ShapeError, user_location
-from ..tensor import Tensor, apply, array
+from ..tensor import Tensor, apply, array, shape_dependent
 from ..types import TensorType, normalize_axis
 from . import scalar as S
 from .composite import log_softmax
@@ -205,6 +205,7 @@ def dropout(x, p: float, training: bool | None = None):
 
 # -- embedding --------------------------------------------------------------------------
 
+@shape_dependent
 def embedding(indices, weight):
     """Rows ``weight[indices]``: shape ``indices.shape + (D,)`` for a ``(V, D)`` weight.
 
@@ -266,6 +267,7 @@ def one_hot(indices, depth: int, dtype="float32", on_value=1, off_value=0, axis:
 
 # -- softmax cross-entropy --------------------------------------------------------------
 
+@shape_dependent
 def softmax_cross_entropy(logits, labels, axis: int = -1, sparse_label: bool = True,
                           from_logits: bool = False):
     """Per-example ``-sum(target * log_softmax(logits), axis)``: the core of Gluon's
