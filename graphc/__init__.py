@@ -30,5 +30,10 @@ from .tensor import Tensor, array
 from .autograd import grad, value_and_grad
 from .trace import Variable, compile, jit, name_scope, trace
 from . import tensor_methods  # noqa: E402,F401  (binds Tensor operators last)
+from . import nn  # noqa: E402  (blocks need the Tensor methods)
+from .nn.block import load  # noqa: E402
+from . import clipping as utils  # noqa: E402  (gc.utils.clip_global_norm, as Gluon)
+from . import data, init, loss, metric, optim  # noqa: E402
+from .optim import Trainer  # noqa: E402
 
 __version__ = "0.1.0"

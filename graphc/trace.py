@@ -72,9 +72,39 @@ class Tracer:
         self.keys: list[Value] = []
         self.loc: str | None = None  # set while replaying recorded calls
         self._captured: dict[int, tuple[Tensor, Value]] = {}
+        self.state_names: dict[int, str] = {}
+        self.state_inputs: dict[int, tuple[object, Value]] = {}
+        self.state_current: dict[int, Tensor] = {}
+        self.state_updates: dict[int, tuple[object, Tensor]] = {}
 
     def input(self, name: str | None, type: TensorType, role: str = "data") -> Tensor:
         return symbolic(TracedValue(self.graph.add_input(name, type, role), self))
+
+    # Stateful objects (nn.Parameter) read while tracing become inputs of role 'parameter',
+    # read afresh on every call; their writes (BatchNorm's running statistics, an optimizer
+    # step inside gc.jit) become extra outputs that the call writes back. An object must
+    # offer ``name``, ``dtype`` and ``value()`` (its current concrete Tensor).
+    def read_state(self, obj) -> Tensor:
+        hit = self.state_current.get(id(obj))
+        if hit is None:
+            value = obj.value()
+            name = self.state_names.get(id(obj), obj.name)
+            hit = self.input(name, TensorType(tuple(value.shape), obj.dtype), "parameter")
+            self.state_inputs[id(obj)] = (obj, hit._sym.value)
+            self.state_current[id(obj)] = hit
+        return hit
+
+    def write_state(self, obj, value) -> None:
+        value = value if isinstance(value, Tensor) else array(value)
+        current = self.read_state(obj)
+        if tuple(value.shape) != tuple(current.shape):
+            raise TraceError(f"'{self.state_names.get(id(obj), obj.name)}': set_data got shape "
+                             f"{tuple(value.shape)}, expected {tuple(current.shape)}",
+                             loc=user_location())
+        if value.dtype != current.dtype:
+            value = value.astype(current.dtype)
+        self.state_current[id(obj)] = value
+        self.state_updates[id(obj)] = (obj, value)
 
     def new_key(self) -> Tensor:
         """A dropout key: an int64 input the executable draws per call (see graphc.random)."""
@@ -105,11 +135,32 @@ class Tracer:
         return outs
 
     def finish(self, outputs: list) -> Graph:
-        for t in outputs:
+        """Close the graph: ``outputs``, then the state updates (in write order)."""
+        for t in [*outputs, *(v for _, v in self.state_updates.values())]:
             if not isinstance(t, Tensor):
                 t = array(t)
             self.graph.outputs.append(self.lift(t))
         return self.graph.validate()
+
+    def feeds(self, data: list[Value]) -> list[tuple]:
+        """How to fill each runtime input per call: ('data', i), ('state', obj), ('key',)."""
+        source = {id(v): ("data", i) for i, v in enumerate(data)}
+        source.update({id(v): ("state", obj) for obj, v in self.state_inputs.values()})
+        source.update({id(v): ("key",) for v in self.keys})
+        return [source[id(v)] for v in self.graph.inputs if v.role != "constant"]
+
+
+#: The traces that stateful objects (nn.Parameter) see, innermost last.
+active: list[Tracer] = []
+
+
+@contextlib.contextmanager
+def tracing(tracer: Tracer):
+    active.append(tracer)
+    try:
+        yield tracer
+    finally:
+        active.pop()
 
 
 _CPU = cpu()
@@ -126,24 +177,54 @@ def _signature_leaf(x) -> tuple:
 
 
 class Traced:
-    """One trace of a function: its graph and how to map Python arguments onto it."""
+    """One trace of a function: its graph and how to feed it and unpack its results.
 
-    def __init__(self, graph: Graph, in_tree: tuple, out_tree: tuple, num_keys: int):
-        self.graph, self.in_tree, self.out_tree, self.num_keys = graph, in_tree, out_tree, num_keys
+    ``feeds`` says what fills each runtime input (see `Tracer.feeds`); the graph's outputs
+    are the ``out_tree`` leaves followed by one value per object in ``updates``."""
+
+    def __init__(self, graph: Graph, out_tree: tuple, feeds: list[tuple], updates: list):
+        self.graph, self.out_tree, self.feeds, self.updates = graph, out_tree, feeds, updates
 
 
-def _trace(fn: Callable, args: tuple, kwargs: dict, name: str | None = None) -> Traced:
+def _trace(fn: Callable, args: tuple, kwargs: dict, name: str | None = None,
+           input_names: list[str] | None = None, state_names: dict | None = None) -> Traced:
     leaves, in_tree = pytree.flatten((args, kwargs))
     sig = [_signature_leaf(x) for x in leaves]
     tracer = Tracer(name or getattr(fn, "__name__", "graph"),
                     sig[0][2] if sig else cpu())
-    names = _leaf_names(fn, args, kwargs, len(leaves))
+    tracer.state_names = state_names or {}
+    names = input_names or _leaf_names(fn, args, kwargs, len(leaves))
     sym = [tracer.input(n, TensorType(s, d)) for n, (s, d, _) in zip(names, sig)]
     s_args, s_kwargs = pytree.unflatten(in_tree, sym)
-    out = fn(*s_args, **s_kwargs)
+    with tracing(tracer):
+        out = fn(*s_args, **s_kwargs)
     out_leaves, out_tree = pytree.flatten(out)
     graph = tracer.finish(out_leaves)
-    return Traced(graph, in_tree, out_tree, len(tracer.keys))
+    return Traced(graph, out_tree, tracer.feeds([t._sym.value for t in sym]),
+                  [obj for obj, _ in tracer.state_updates.values()])
+
+
+def feed_arrays(traced: Traced, leaves: list) -> list:
+    """The runtime input arrays of one call: data, current state values, fresh keys."""
+    from .random import next_key_value
+    arrays = []
+    for feed in traced.feeds:
+        if feed[0] == "data":
+            x = leaves[feed[1]]
+            arrays.append(x._data if isinstance(x, Tensor) else x)
+        elif feed[0] == "state":
+            arrays.append(feed[1].value()._data)
+        else:
+            arrays.append(np.asarray(next_key_value(), np.int64))
+    return arrays
+
+
+def write_back(traced: Traced, outs: list) -> list:
+    """Store the state updates (the trailing outputs) in place; return the user outputs."""
+    n = len(outs) - len(traced.updates)
+    for obj, value in zip(traced.updates, outs[n:]):
+        obj.value()._data[...] = value
+    return outs[:n]
 
 
 def _leaf_names(fn, args, kwargs, n: int) -> list[str | None]:
@@ -172,10 +253,6 @@ def trace(fn: Callable, *args, **kwargs) -> Graph:
 def _backend(name: str | None):
     from .backends import get_backend
     return get_backend(name)
-
-
-def _as_array(x):
-    return x._data if isinstance(x, Tensor) else x
 
 
 class JitFunction:
@@ -239,10 +316,7 @@ class JitFunction:
 
 
 def _run(traced: Traced, exe, leaves: list):
-    from .random import next_key_value
-    arrays = [_as_array(x) for x in leaves]
-    arrays += [np.asarray(next_key_value(), np.int64) for _ in range(traced.num_keys)]
-    outs = exe(*arrays)
+    outs = write_back(traced, list(exe(*feed_arrays(traced, leaves))))
     return pytree.unflatten(traced.out_tree, [_wrap(o) for o in outs])
 
 
@@ -381,7 +455,9 @@ class CompiledExpression:
                 env[id(call)] = out if isinstance(out, tuple) else (out,)
             tracer.loc = None
             graph = tracer.finish([env[id(o._sym.call)][o._sym.index] for o in self.outputs])
-            entry = self._cache[key] = (Traced(graph, None, None, len(tracer.keys)),
+            data = [v for v in graph.inputs if v.role == "data"]
+            out_tree = ("tuple", (("*",),) * len(self.outputs))
+            entry = self._cache[key] = (Traced(graph, out_tree, tracer.feeds(data), []),
                                         _backend(self.backend).compile(graph, **self.options))
         return entry
 
@@ -390,9 +466,7 @@ class CompiledExpression:
                   for k, v in inputs.items()}
         self._check(inputs)
         traced, exe = self._compile(inputs)
-        leaves = [inputs[n] for n in self.input_names]
-        outs = _run(Traced(traced.graph, None, ("tuple", (("*",),) * len(self.outputs)),
-                           traced.num_keys), exe, leaves)
+        outs = _run(traced, exe, [inputs[n] for n in self.input_names])
         return outs[0] if len(outs) == 1 else outs
 
     def graph(self, **inputs) -> Graph:

@@ -70,12 +70,24 @@ def test_reshape_int_and_method():
 
 
 def test_reshape_canonical_attrs():
-    assert node_attrs(lambda a: gc.reshape(a, (0, -1)), R(2, 3, 4)) == [{"shape": (2, 12)}]
+    # The Gluon codes are kept (batch-agnostic export); the type rule resolves them.
+    graph = gc.trace(lambda a: gc.reshape(a, (0, -1)), R(2, 3, 4))
+    assert [n.attrs for n in graph.nodes] == [{"shape": (0, -1)}]
+    assert graph.nodes[0].outputs[0].type == TensorType((2, 12), "float32")
     types = (TensorType((0, 3), "float32"),)
     op = registry.get("reshape")
-    _, attrs = registry.infer(op, types, {"shape": (3, -1)})
-    assert attrs == {"shape": (3, 0)}
-    assert registry.infer(op, types, attrs)[1] == attrs  # idempotent
+    out, attrs = registry.infer(op, types, {"shape": [np.int64(3), -1]})
+    assert attrs == {"shape": (3, -1)} and type(attrs["shape"][0]) is int
+    assert out == (TensorType((3, 0), "float32"),)
+    assert registry.infer(op, types, attrs) == (out, attrs)  # idempotent
+    # the same node rebuilt on another batch size resolves again
+    rebuilt = registry.infer(op, (TensorType((5, 3, 4), "float32"),), graph.nodes[0].attrs)
+    assert rebuilt[0] == (TensorType((5, 12), "float32"),)
+
+
+def test_flatten_is_batch_agnostic():
+    graph = gc.trace(lambda a: gc.flatten(a), R(4, 3, 2))
+    assert graph.nodes[0].attrs == {"shape": (0, -1)}
 
 
 def test_reshape_errors():

@@ -3,9 +3,10 @@ concat, stack, split, slice, take, pad; flatten and Python indexing (`getitem`) 
 
 All but `take_grad` are `Kind.INJECTIVE`: every output element is one input element (or a
 constant), so fusion can fold them into index arithmetic. The ones numpy can return without copying
-declare ``view_of=0``. Canonical attrs are fully resolved against the input type (explicit
-shapes, non-negative axes, one ``(start, stop, step)`` per axis), so two nodes that do the
-same thing compare equal and the graph JSON needs no knowledge of the input to replay them.
+declare ``view_of=0``. Canonical attrs are resolved against the input type (non-negative
+axes, one ``(start, stop, step)`` per axis), so two nodes that do the same thing compare
+equal; reshape is the exception: it keeps the user's Gluon codes (``(0, -1)``), which the
+type rule resolves, so a graph exported at one batch size can be rebuilt at another.
 Gradients are written with these same ops, plus two of their own for the scatters that
 undo a strided slice (`slice_grad`) and a gather (`take_grad`).
 """
@@ -100,11 +101,21 @@ def _resolve_shape(src: tuple[int, ...], spec) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _reshape_canonical(types, attrs) -> dict:
+    """The user's spec, codes kept (checked against the input, as Python ints): a graph
+    stores ``(0, -1)`` rather than ``(64, 12)``, so an exported model stays batch-agnostic
+    and the type rule resolves it again for whatever input shape the graph is rebuilt on."""
+    spec = _ints(attrs["shape"], "shape")
+    _resolve_shape(types[0].shape, spec)
+    return {"shape": spec}
+
+
 _RESHAPE = register(Op(
-    "reshape", Kind.INJECTIVE, lambda types, shape: TensorType(shape, types[0].dtype),
-    lambda xp, x, shape: xp.reshape(x, shape),
+    "reshape", Kind.INJECTIVE,
+    lambda types, shape: TensorType(_resolve_shape(types[0].shape, shape), types[0].dtype),
+    lambda xp, x, shape: xp.reshape(x, _resolve_shape(x.shape, shape)),
     vjp=lambda g, x, out, shape: (reshape(g, x.shape),),
-    canonical=lambda types, attrs: {"shape": _resolve_shape(types[0].shape, attrs["shape"])},
+    canonical=_reshape_canonical,
     view_of=0))
 
 
@@ -544,6 +555,9 @@ def flatten(x, start_axis: int = 1, end_axis: int = -1) -> Tensor:
     if start > end:
         raise _fail(f"start_axis {start_axis} comes after end_axis {end_axis} for shape "
                     f"{shape}", "flatten")
+    if end == len(shape) - 1 and math.prod(shape):
+        # Codes, not sizes: (0, -1) keeps whatever batch the graph is later run at.
+        return reshape(x, (0,) * start + (-1,))
     return reshape(x, shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
 
 

@@ -1,0 +1,264 @@
+"""Parameter: a named, trainable tensor of a block, with Gluon's deferred initialization.
+
+A parameter's shape may have unknown dims (0) until the first forward, where a layer
+completes it from its input (``self.weight.shape = (units, x.shape[1])``); completing the
+shape runs the initialization that `initialize` deferred. The value lives in one Tensor
+with ``attach_grad`` applied, so eager autograd fills its gradient, and optimizers update
+that Tensor in place: its identity never changes while the shape and dtype stay the same.
+
+While a trace is active (a hybridized block's forward, or a `gc.jit` function),
+`Parameter.data` returns the graph input that stands for the parameter, and
+`Parameter.set_data` records a state update that the compiled call writes back (see
+`graphc.trace.Tracer.read_state`). Layers never see the difference.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import numpy as np
+
+from .. import autograd
+from .. import dtypes as dt
+from ..device import as_device
+from ..errors import GraphcError
+from ..tensor import Tensor, _wrap
+from ..trace import active as active_traces
+
+
+class DeferredInitializationError(GraphcError):
+    """A parameter read before its shape was known and its value initialized."""
+
+
+def _fallback_init(name: str):
+    """Used only while graphc.init is missing: zeros, ones, or Uniform(-0.07, 0.07)."""
+    def init(pname, shape, dtype):
+        if name in ("zeros", "zero"):
+            return np.zeros(shape, dt.to_numpy(dtype))
+        if name in ("ones", "one"):
+            return np.ones(shape, dt.to_numpy(dtype))
+        from ..random import _state
+        return _state["gen"].uniform(-0.07, 0.07, shape).astype(dt.to_numpy(dtype))
+    return init
+
+
+def _init_module():
+    if importlib.util.find_spec("graphc.init") is None:
+        return None
+    from .. import init
+    return init
+
+
+def _resolve_init(init):
+    """An initializer callable ``init(name, shape, dtype) -> array`` from ``init``: an
+    Initializer, a string alias ('zeros', 'ones', 'xavier'...), a number, a plain
+    callable, or None (Uniform(0.07))."""
+    mod = _init_module()
+    if mod is not None and not (callable(init) and not isinstance(init, mod.Initializer)):
+        return mod.Uniform(0.07) if init is None else mod.create(init)
+    if init is None:
+        return _fallback_init("uniform")
+    if isinstance(init, str) and init.lower() in ("zeros", "zero", "ones", "one", "uniform"):
+        return _fallback_init(init.lower())
+    if not callable(init):
+        raise GraphcError(f"an initializer must be a string or a callable "
+                          f"init(name, shape, dtype), got {init!r}")
+    return init
+
+
+def _known(shape) -> bool:
+    return shape is not None and all(d > 0 for d in shape)
+
+
+class Parameter:
+    """A block's weight: ``name``, ``shape`` (0 = unknown until the first forward),
+    ``dtype``, ``init``, ``grad_req`` ('write', 'add' or 'null')."""
+
+    def __init__(self, name: str = "weight", shape=None, dtype="float32", init=None,
+                 grad_req: str = "write", allow_deferred_init: bool = True,
+                 differentiable: bool = True):
+        self.name = name
+        self._shape = None if shape is None else (
+            (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(d) for d in shape))
+        self.dtype = dt.canonical(dtype)
+        self.init = init
+        if grad_req not in ("write", "add", "null"):
+            raise GraphcError(f"Parameter '{name}': grad_req must be 'write', 'add' or 'null', "
+                              f"got {grad_req!r}")
+        self._grad_req = grad_req if differentiable else "null"
+        self.allow_deferred_init = allow_deferred_init
+        self.differentiable = differentiable
+        self._data: Tensor | None = None
+        self._deferred: tuple | None = None  # (initializer, device) waiting for a shape
+
+    def __repr__(self) -> str:
+        return f"Parameter {self.name} (shape={self._shape}, dtype={self.dtype})"
+
+    # -- shape --------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        return self._shape
+
+    @shape.setter
+    def shape(self, new) -> None:
+        new = (int(new),) if isinstance(new, int | np.integer) else tuple(int(d) for d in new)
+        old = self._shape
+        if old is not None and (len(old) != len(new) or any(
+                o != 0 and o != n for o, n in zip(old, new))):
+            raise GraphcError(f"Parameter '{self.name}': cannot set shape {new}, it does not "
+                              f"agree with the known shape {old} (0 marks unknown dims)")
+        if self._data is not None and tuple(self._data.shape) != new:
+            raise GraphcError(f"Parameter '{self.name}' is initialized with shape "
+                              f"{tuple(self._data.shape)}; cannot change it to {new}")
+        self._shape = new
+        if self._deferred is not None and _known(new):
+            init, device = self._deferred
+            self._deferred = None
+            self._init_value(init, device)
+
+    # -- grad_req -----------------------------------------------------------------------
+    @property
+    def grad_req(self) -> str:
+        return self._grad_req
+
+    @grad_req.setter
+    def grad_req(self, req: str) -> None:
+        if req not in ("write", "add", "null"):
+            raise GraphcError(f"Parameter '{self.name}': grad_req must be 'write', 'add' or "
+                              f"'null', got {req!r}")
+        self._grad_req = req if self.differentiable else "null"
+        if self._data is not None:
+            self._attach(self._data)
+
+    def _attach(self, t: Tensor) -> Tensor:
+        if self._grad_req == "null":
+            t._grad, t._node = None, None
+        else:
+            autograd.attach_grad(t, self._grad_req)
+        return t
+
+    # -- initialization -----------------------------------------------------------------
+    def initialize(self, init=None, device=None, force_reinit: bool = False, ctx=None) -> None:
+        """Initialize with the parameter's own ``init``, else ``init``, else Uniform(0.07);
+        deferred until the shape is known when dims are still 0."""
+        if self._data is not None and not force_reinit:
+            return
+        own = self.init is not None
+        init = _resolve_init(self.init if own else init)
+        if own:  # the parameter's own initializer applies whatever the name says
+            mod = _init_module()
+            if mod is not None and isinstance(init, mod.Initializer):
+                init = functools.partial(init, by_name=False)
+        device = device if device is not None else ctx
+        if not _known(self._shape):
+            if not self.allow_deferred_init:
+                raise DeferredInitializationError(
+                    f"Parameter '{self.name}' has unknown shape {self._shape} and does not "
+                    "allow deferred initialization; give it a complete shape")
+            self._data, self._deferred = None, (init, device)
+            return
+        self._init_value(init, device)
+
+    def _init_value(self, init, device) -> None:
+        value = np.asarray(init(self.name, self._shape, self.dtype))
+        if tuple(value.shape) != self._shape:
+            raise GraphcError(f"Parameter '{self.name}': the initializer returned shape "
+                              f"{tuple(value.shape)}, expected {self._shape}")
+        xp = as_device(device).xp
+        self._data = self._attach(_wrap(xp.asarray(value, dt.to_numpy(self.dtype))))
+
+    def value(self) -> Tensor:
+        """The concrete value, even while tracing (what a compiled call reads)."""
+        return self._check_initialized()
+
+    def _check_initialized(self) -> Tensor:
+        if self._data is not None:
+            return self._data
+        if self._deferred is not None:
+            raise DeferredInitializationError(
+                f"Parameter '{self.name}' has not been initialized yet: its shape "
+                f"{self._shape} is known only after the first forward; run a forward pass "
+                "(or set its shape) before reading it")
+        raise DeferredInitializationError(
+            f"Parameter '{self.name}' has not been initialized; call block.initialize() "
+            "(or parameter.initialize()) first")
+
+    # -- value ----------------------------------------------------------------------------
+    def data(self, device=None) -> Tensor:
+        """The value; while a hybrid trace is active, the graph input standing for it."""
+        if active_traces:
+            return active_traces[-1].read_state(self)
+        t = self._check_initialized()
+        if device is not None and as_device(device) != t.device:
+            return t.as_in_context(device)
+        return t
+
+    def list_data(self) -> list[Tensor]:
+        return [self.data()]
+
+    def set_data(self, value) -> None:
+        """Replace the value in place (same shape). Inside a hybrid trace this records a
+        state update that the compiled call writes back."""
+        if active_traces:
+            active_traces[-1].write_state(self, value)
+            return
+        arr = value._data if isinstance(value, Tensor) else value
+        if isinstance(value, Tensor) and value._sym is not None:
+            raise GraphcError(f"Parameter '{self.name}': set_data got a traced tensor outside "
+                              "of its block's trace")
+        shape = tuple(np.shape(arr))
+        if self._data is None:
+            if self._shape is not None and (len(self._shape) != len(shape) or any(
+                    o not in (0, n) for o, n in zip(self._shape, shape))):
+                raise GraphcError(f"Parameter '{self.name}': set_data got shape {shape}, "
+                                  f"expected {self._shape}")
+            self._shape, self._deferred = shape, None
+            src = arr if hasattr(arr, "__cuda_array_interface__") else np.asarray(arr)
+            self._data = self._attach(_wrap(_namespace(src).asarray(
+                src, dt.to_numpy(self.dtype))))
+            return
+        if shape != tuple(self._data.shape):
+            raise GraphcError(f"Parameter '{self.name}': set_data got shape {shape}, "
+                              f"expected {tuple(self._data.shape)}")
+        self._data._data[...] = arr
+
+    def grad(self, device=None) -> Tensor:
+        t = self._check_initialized()
+        if self._grad_req == "null" or t._grad is None:
+            raise GraphcError(f"Parameter '{self.name}' has no gradient: its grad_req is "
+                              f"'{self._grad_req}'")
+        return t._grad
+
+    def list_grad(self) -> list[Tensor]:
+        return [self.grad()]
+
+    def zero_grad(self) -> None:
+        if self._data is not None and self._data._grad is not None:
+            g = self._data._grad
+            g._data = _namespace(g._data).zeros_like(g._data)
+
+    def cast(self, dtype) -> None:
+        """Convert the value (and the gradient buffer) to ``dtype``."""
+        self.dtype = dt.canonical(dtype)
+        if self._data is not None:
+            arr = self._data._data
+            self._data = self._attach(_wrap(arr.astype(dt.to_numpy(self.dtype))))
+
+    def reset_device(self, device) -> None:
+        if self._data is not None:
+            self._data = self._attach(_wrap(as_device(device).xp.asarray(
+                self._data.numpy())))
+
+    @property
+    def initialized(self) -> bool:
+        return self._data is not None
+
+    def var(self):
+        raise GraphcError("Parameter.var() is MXNet's symbolic API; graphc traces forward "
+                          "instead: use data()")
+
+
+def _namespace(arr):
+    from ..device import device_of
+    return device_of(arr).xp
