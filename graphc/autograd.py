@@ -18,6 +18,8 @@ import functools
 import itertools
 from collections.abc import Callable
 
+import numpy as np
+
 from . import tensor as _tensor
 from .errors import GraphcError
 from .tensor import Tensor, _wrap, symbolic
@@ -127,10 +129,18 @@ def attach_grad(x: Tensor, grad_req: str = "write") -> Tensor:
     return x
 
 
+def _filled_like(t: Tensor, value: float) -> Tensor:
+    """``value`` in ``t``'s shape and dtype. While tracing, a broadcast node of a scalar
+    constant: folding it into a full-size constant would bake the shape into the graph."""
+    from .creation import full
+    if t._sym is not None and hasattr(t._sym.tracer, "constant"):
+        from .ops.shape import broadcast_to
+        return broadcast_to(t._sym.tracer.constant(np.asarray(value, t.dtype)), t.shape)
+    return full(t.shape, value, t.dtype, t.device)
+
+
 def _zeros_like(t: Tensor) -> Tensor:
-    """Zeros of ``t``'s type (a constant while tracing: traced shapes are known)."""
-    from .creation import zeros
-    return zeros(t.shape, t.dtype, t.device)
+    return _filled_like(t, 0)
 
 
 def _accumulate(cts: dict, t: Tensor, g) -> None:
@@ -180,8 +190,7 @@ def _run_backward(heads, head_grads, retain_graph: bool) -> dict:
 
 
 def _ones_like(t: Tensor) -> Tensor:
-    from .creation import ones
-    return ones(t.shape, t.dtype, t.device)
+    return _filled_like(t, 1)
 
 
 def backward(heads, head_grads=None, retain_graph: bool = False) -> None:

@@ -74,6 +74,7 @@ class Tracer:
         self._captured: dict[int, tuple[Tensor, Value]] = {}
         self.state_names: dict[int, str] = {}
         self.state_inputs: dict[int, tuple[object, Value]] = {}
+        self.state_leaves: dict[int, Tensor] = {}
         self.state_current: dict[int, Tensor] = {}
         self.state_updates: dict[int, tuple[object, Tensor]] = {}
 
@@ -90,9 +91,17 @@ class Tracer:
             value = obj.value()
             name = self.state_names.get(id(obj), obj.name)
             hit = self.input(name, TensorType(tuple(value.shape), obj.dtype), "parameter")
+            if isinstance(value._node, autograd.Leaf):  # a backward in the trace fills it
+                hit._node = autograd.Leaf(value._node.grad_req)
             self.state_inputs[id(obj)] = (obj, hit._sym.value)
+            self.state_leaves[id(obj)] = hit
             self.state_current[id(obj)] = hit
         return hit
+
+    def state_grad(self, obj) -> Tensor | None:
+        """The gradient a backward inside this trace computed for ``obj`` (or None)."""
+        leaf = self.state_leaves.get(id(obj))
+        return None if leaf is None else leaf._grad
 
     def write_state(self, obj, value) -> None:
         value = value if isinstance(value, Tensor) else array(value)
@@ -105,6 +114,10 @@ class Tracer:
             value = value.astype(current.dtype)
         self.state_current[id(obj)] = value
         self.state_updates[id(obj)] = (obj, value)
+
+    def constant(self, data) -> Tensor:
+        """A constant as a traced tensor, so that ops on it become nodes (not folded now)."""
+        return symbolic(TracedValue(self.graph.add_constant(np.asarray(data)), self))
 
     def new_key(self) -> Tensor:
         """A dropout key: an int64 input the executable draws per call (see graphc.random)."""

@@ -224,6 +224,13 @@ class Parameter:
         self._data._data[...] = arr
 
     def grad(self, device=None) -> Tensor:
+        """The gradient; inside a trace, the one a backward in that trace computed."""
+        if active_traces:
+            g = active_traces[-1].state_grad(self)
+            if g is None:
+                raise GraphcError(f"Parameter '{self.name}' has no gradient in this trace: "
+                                  "run backward() inside the traced function first")
+            return g
         t = self._check_initialized()
         if self._grad_req == "null" or t._grad is None:
             raise GraphcError(f"Parameter '{self.name}' has no gradient: its grad_req is "
