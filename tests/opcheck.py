@@ -88,6 +88,17 @@ def _check_json(graph, text, args, outs):
         np.testing.assert_array_equal(np.asarray(got), o.numpy(), err_msg="JSON round trip")
 
 
+def finite_difference(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of scalar ``f`` at ``x`` (float64), one element at a time."""
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        p, m = x.copy(), x.copy()
+        p.reshape(-1)[i] += eps
+        m.reshape(-1)[i] -= eps
+        g.reshape(-1)[i] = (f(p) - f(m)) / (2 * eps)
+    return g
+
+
 # -- reverse mode over the eager run, from the ops' VJP rules -----------------------------
 
 def vjp(fn, args, cotangents, argnums):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from opcheck import finite_difference
 
 import graphc as gc
 from graphc import dtypes as dt
@@ -18,16 +19,6 @@ RNG = np.random.default_rng(0)
 
 def _rand(*shape):
     return RNG.standard_normal(shape)
-
-
-def _fd(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in range(x.size):
-        p, m = x.copy(), x.copy()
-        p.reshape(-1)[i] += eps
-        m.reshape(-1)[i] -= eps
-        g.reshape(-1)[i] = (f(p) - f(m)) / (2 * eps)
-    return g
 
 
 def _used(graph: gc.Graph) -> set[int]:
@@ -113,8 +104,8 @@ def check(fn, args: list, wrt=None, argnums=None, cotangents=None, fd_rtol=1e-6)
             out = run(*xs)
             return sum(float(np.sum(out[j] * ct)) for j, ct in
                        zip(d.cotangent_outputs, cotangents))
-        np.testing.assert_allclose(grads[d.wrt.index(i)], _fd(f, args[k]), rtol=fd_rtol,
-                                   atol=1e-7)
+        np.testing.assert_allclose(grads[d.wrt.index(i)], finite_difference(f, args[k]),
+                                   rtol=fd_rtol, atol=1e-7)
     return d
 
 
@@ -232,8 +223,8 @@ def test_dropout_key_is_saved_as_data():
     k = np.asarray(7, np.int64)
     _, grads = d.run([x, k], [np.array(1.0)])
     run = Interpreter(graph)
-    np.testing.assert_allclose(grads[0], _fd(lambda v: float(run(v, k)[0]), x), rtol=1e-6,
-                               atol=1e-8)
+    fd = finite_difference(lambda v: float(run(v, k)[0]), x)
+    np.testing.assert_allclose(grads[0], fd, rtol=1e-6, atol=1e-8)
 
 
 def test_backward_nodes_name_their_forward_op_and_line():

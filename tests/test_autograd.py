@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from opcheck import finite_difference
 
 import graphc as gc
 from graphc import autograd
-
-
-def _fd(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    for i in range(x.size):
-        p, m = x.copy(), x.copy()
-        p.reshape(-1)[i] += eps
-        m.reshape(-1)[i] -= eps
-        g.reshape(-1)[i] = (f(p) - f(m)) / (2 * eps)
-    return g
 
 
 def _model(x, w):
@@ -33,8 +24,8 @@ def test_backward_matches_finite_differences():
         y = _model(x, w)
     y.backward()
     f = lambda a, b: float(_model(gc.array(a), gc.array(b)).numpy())
-    np.testing.assert_allclose(x.grad.numpy(), _fd(lambda a: f(a, wv), xv), rtol=1e-6)
-    np.testing.assert_allclose(w.grad.numpy(), _fd(lambda b: f(xv, b), wv), rtol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), finite_difference(lambda a: f(a, wv), xv), rtol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), finite_difference(lambda b: f(xv, b), wv), rtol=1e-6)
 
 
 def test_non_scalar_head_gets_ones_and_head_grad_is_used():
