@@ -85,7 +85,8 @@ def is_recording() -> bool:
 
 
 @contextlib.contextmanager
-def _set(recording: bool | None = None, training: bool | None = None):
+def mode(recording: bool | None = None, training: bool | None = None):
+    """Set recording and/or training (None leaves one as it is) for a ``with`` block."""
     old = dict(_mode)
     if recording is not None:
         _mode["recording"] = recording
@@ -101,20 +102,20 @@ def _set(recording: bool | None = None, training: bool | None = None):
 
 def record(train_mode: bool = True):
     """Record ops for ``backward`` (and switch to training mode, as Gluon does)."""
-    return _set(recording=True, training=train_mode)
+    return mode(recording=True, training=train_mode)
 
 
 def pause(train_mode: bool = False):
     """Stop recording inside a ``record()`` block."""
-    return _set(recording=False, training=train_mode)
+    return mode(recording=False, training=train_mode)
 
 
 def train_mode():
-    return _set(training=True)
+    return mode(training=True)
 
 
 def predict_mode():
-    return _set(training=False)
+    return mode(training=False)
 
 
 # -- gradients ----------------------------------------------------------------------------
@@ -169,13 +170,14 @@ def _reachable(heads) -> list[Entry]:
     return entries
 
 
-def _run_backward(heads, head_grads, retain_graph: bool) -> dict:
-    """Cotangents of every tensor on the tape behind ``heads``, keyed by id."""
+def run_backward(heads, head_grads, retain_graph: bool) -> dict:
+    """Cotangents of every tensor on the tape behind ``heads``: id -> (tensor, cotangent).
+    The graph autodiff pass and `value_and_grad` build on this, as `backward` does."""
     cts: dict[int, tuple] = {}
     for h, g in zip(heads, head_grads):
         _accumulate(cts, h, g)
     entries = _reachable(heads)
-    with _set(recording=False):
+    with mode(recording=False):
         for e in entries:
             gs = [cts.pop(id(o), (None, None))[1] for o in e.outputs]
             if all(g is None for g in gs):
@@ -207,7 +209,7 @@ def backward(heads, head_grads=None, retain_graph: bool = False) -> None:
     if not any(_needs_grad(h) for h in heads):
         raise GraphcError("backward: the head does not depend on any tensor with "
                           "attach_grad() recorded under autograd.record()")
-    cts = _run_backward(heads, head_grads, retain_graph)
+    cts = run_backward(heads, head_grads, retain_graph)
     for t, g in cts.values():
         leaf = t._node
         if isinstance(leaf, Leaf) and leaf.grad_req != "null":
@@ -244,13 +246,13 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0,
             if i >= len(args):
                 raise GraphcError(f"grad: argnums {i} but only {len(args)} arguments")
             args[i] = leaves[i] = _fresh_leaf(args[i])
-        with _set(recording=True):
+        with mode(recording=True):
             out = fn(*args, **kwargs)
         value, aux = out if has_aux else (out, None)
         if not isinstance(value, Tensor) or value.shape != ():
             raise GraphcError("grad: the function must return a scalar tensor, got "
                               f"{getattr(value, 'shape', type(value).__name__)}")
-        cts = _run_backward([value], [_ones_like(value)], retain_graph=False)
+        cts = run_backward([value], [_ones_like(value)], retain_graph=False)
         grads = tuple(cts[id(leaves[i])][1] if id(leaves[i]) in cts
                       else _zeros_like(leaves[i]) for i in nums)
         grads = grads[0] if isinstance(argnums, int) else grads

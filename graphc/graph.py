@@ -68,7 +68,8 @@ class Graph:
         self._counter = 0
 
     # -- building ---------------------------------------------------------------------
-    def _fresh(self, hint: str | None = None) -> str:
+    def fresh_name(self, hint: str | None = None) -> str:
+        """A value name not used in this graph: ``hint`` itself if free."""
         if hint and hint not in self._names:
             self._names.add(hint)
             return hint
@@ -80,11 +81,15 @@ class Graph:
                 self._names.add(name)
                 return name
 
+    def reserve_names(self, names) -> None:
+        """Keep ``names`` from being given to new values (they are used elsewhere)."""
+        self._names.update(names)
+
     def add_input(self, name: str | None, type: TensorType, role: str = "data",
                   data: np.ndarray | None = None) -> Value:
         if role not in ROLES:
             raise GraphError(f"input role must be one of {ROLES}, got {role!r}")
-        value = Value(self._fresh(name or ("c" if role == "constant" else "in")), type,
+        value = Value(self.fresh_name(name or ("c" if role == "constant" else "in")), type,
                       role=role)
         self.inputs.append(value)
         if role == "constant":
@@ -111,7 +116,7 @@ class Graph:
             raise e.with_context(op=op.name, loc=loc) from None
         node = Node(op, list(inputs), attrs, [], name or op.name, loc)
         hints = output_names or [None] * len(out_types)
-        node.outputs = [Value(self._fresh(h), t, node, i)
+        node.outputs = [Value(self.fresh_name(h), t, node, i)
                         for i, (t, h) in enumerate(zip(out_types, hints))]
         self.nodes.append(node)
         return node

@@ -114,7 +114,7 @@ def _trace_block(block, args: tuple, kwargs: dict, training: bool, backend,
                  options) -> _Entry:
     n = len(pytree.flatten((args, kwargs))[0])
     names = {id(p): k for k, p in block.collect_params().items()}
-    with autograd._set(recording=False, training=training):
+    with autograd.mode(recording=False, training=training):
         traced = _trace(block.forward, args, kwargs, type(block).__name__,
                         input_names=_input_names(n), state_names=names)
     num_outputs = len(traced.graph.outputs) - len(traced.updates)

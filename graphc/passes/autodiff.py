@@ -137,14 +137,14 @@ def _joint(graph: Graph, wrt: list[int]) -> Graph:
             env[id(v)] = symbolic(TracedValue(
                 g.add_input(v.name, v.type, "constant", graph.constants[v.name]), tracer))
     # Reserve the forward value names, so that backward values never take one of them.
-    g._names.update(v.name for n in graph.nodes for v in n.outputs)
+    g.reserve_names(v.name for n in graph.nodes for v in n.outputs)
     float_outs = [v for v in graph.outputs if dt.is_float(v.dtype)]
     cts = [tracer.input(f"d_{v.name}", v.type) for v in float_outs]
     leaves = [env[id(graph.inputs[i])] for i in wrt]
     for t in leaves:
         t._node = autograd.Leaf("write")
 
-    with autograd._set(recording=True):
+    with autograd.mode(recording=True):
         for node in graph.nodes:
             tracer.loc = node.loc
             outs = apply(node.op, *[env[id(v)] for v in node.inputs], **node.attrs)
@@ -159,7 +159,7 @@ def _joint(graph: Graph, wrt: list[int]) -> Graph:
                 entry.vjp = _located(entry.vjp, tracer, node)
     outputs = [env[id(v)] for v in graph.outputs]
     heads = [env[id(v)] for v in float_outs]
-    cts_by_leaf = autograd._run_backward(heads, cts, retain_graph=False)
+    cts_by_leaf = autograd.run_backward(heads, cts, retain_graph=False)
     grads = []
     for i, t in zip(wrt, leaves):
         want = graph.inputs[i].type
@@ -187,7 +187,7 @@ def _joint(graph: Graph, wrt: list[int]) -> Graph:
     for i, v in zip(wrt, g.outputs[len(outputs):]):  # name each gradient d_<input>
         if v.node is not None and v.name not in forward_names:
             forward_names.add(v.name)
-            v.name = g._fresh(f"d_{graph.inputs[i].name}")
+            v.name = g.fresh_name(f"d_{graph.inputs[i].name}")
             forward_names.add(v.name)
     runtime = [(v, v.role) for v in g.inputs if v.role != "constant"]  # inputs, cotangents
     return _extract(g, g.name, runtime, g.outputs)
