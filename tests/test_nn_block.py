@@ -333,3 +333,13 @@ def test_lazy_layer_names():
     with pytest.raises(AttributeError, match="no attribute 'NoSuchLayer'"):
         nn.NoSuchLayer  # noqa: B018
     assert gc.load is nn.load
+
+
+def test_set_data_before_initialization_copies():
+    # regression: the first set_data wrapped the caller's array, so in-place optimizer
+    # updates wrote into it
+    user = np.ones((2, 2), np.float32)
+    p = nn.Parameter("w", (2, 2))
+    p.set_data(user)
+    p.data()._data[...] = 5
+    np.testing.assert_array_equal(user, np.ones((2, 2), np.float32))

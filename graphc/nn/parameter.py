@@ -215,8 +215,9 @@ class Parameter:
                                   f"expected {self._shape}")
             self._shape, self._deferred = shape, None
             src = arr if hasattr(arr, "__cuda_array_interface__") else np.asarray(arr)
-            self._data = self._attach(_wrap(_namespace(src).asarray(
-                src, dt.to_numpy(self.dtype))))
+            # A copy: optimizers update the value in place, never the caller's array.
+            self._data = self._attach(_wrap(_namespace(src).array(
+                src, dt.to_numpy(self.dtype), copy=True)))
             return
         if shape != tuple(self._data.shape):
             raise GraphcError(f"Parameter '{self.name}': set_data got shape {shape}, "
