@@ -359,3 +359,93 @@ def test_imperative_and_hybridized_training_agree():
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert results[0][0][-1] < results[0][0][0]
+
+
+# -- one implementation for eager and jit: pure rules, schedules on tensors, state params --
+
+@pytest.mark.parametrize("sched", [
+    optim.FactorScheduler(step=3, factor=0.5, base_lr=1.0, stop_factor_lr=0.1),
+    optim.FactorScheduler(step=2, factor=0.5, base_lr=1.0, warmup_steps=4,
+                          warmup_begin_lr=0.2),
+    optim.CosineScheduler(max_update=10, base_lr=1.0, final_lr=0.1, warmup_steps=2),
+    optim.CosineScheduler(max_update=10, base_lr=1.0, warmup_steps=3, warmup_begin_lr=0.3,
+                          warmup_mode="constant"),
+])
+def test_schedules_are_graphc_functions_of_the_count(sched):
+    counts = np.arange(15, dtype=np.float64)
+    eager = sched(gc.array(counts))  # a Tensor in, a Tensor out (elementwise ops)
+    assert isinstance(eager, gc.Tensor) and eager.dtype == np.float64
+    floats = [sched(n) for n in range(15)]
+    assert all(isinstance(v, float) for v in floats)
+    np.testing.assert_allclose(eager.numpy(), floats, rtol=1e-15)
+    traced = gc.jit(lambda t: sched(t))
+    np.testing.assert_allclose(traced(counts).numpy(), floats, rtol=1e-15)
+    assert sched(np.int64(4)) == floats[4]
+
+
+@pytest.mark.parametrize("name,opts", [(n, o) for n, _, o in CASES])
+def test_step_is_a_pure_graphc_function(name, opts):
+    """``step`` returns new tensors and leaves its inputs alone; traced, it computes the
+    same update."""
+    opt = optim.create(name, **{k: v for k, v in opts.items()
+                                if k not in ("rescale_grad", "clip_gradient")})
+    rng = np.random.default_rng(2)
+    w, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    states = tuple(np.abs(rng.standard_normal((3, 4))) * (1.0 if n == "var" else 0.1)
+                   + (n == "var") for n in opt.state_names())  # var > mean**2
+    lr, t = np.float64(0.05), np.float64(3.0)
+    args = [gc.array(a) for a in (w, g, *states, lr, t)]
+    before = [a.numpy().copy() for a in args]
+
+    def rule(w, g, *rest):
+        new_w, new_states = opt.step(w, g, tuple(rest[:-2]), rest[-2], rest[-1])
+        return (new_w, *new_states)
+
+    eager = rule(*args)
+    assert len(eager) == 1 + len(states) and all(np.isfinite(e.numpy()).all() for e in eager)
+    for a, b in zip(args, before):
+        np.testing.assert_array_equal(a.numpy(), b)
+    traced = gc.jit(rule)(*[a.numpy() for a in args])
+    for e, c in zip(eager, traced):
+        np.testing.assert_allclose(c.numpy(), e.numpy(), rtol=1e-14)
+
+
+def test_optimizer_state_lives_in_parameters():
+    w, s = _params()
+    trainer = gc.Trainer({"net.weight": w, "net.scale": s}, "adam", {"learning_rate": 0.1})
+    _backward(w, s)
+    trainer.step(BATCH)
+    st = trainer._states[0]
+    assert [p.name for p in st.tensors] == ["net.weight.mean", "net.weight.var"]
+    assert st.count.name == "net.weight.count" and st.count.data().shape == ()
+    for p in (st.count, *st.tensors):
+        assert isinstance(p, nn.Parameter) and p.grad_req == "null"
+    assert st.tensors[0].data().dtype == np.float64 and st.tensors[0].data().shape == (3, 4)
+    np.testing.assert_allclose(st.tensors[0].data().numpy(), 0.1 * 2 * A * _params()[0]
+                               .data().numpy() / BATCH, rtol=1e-12)
+    assert st.count.data().item() == 1.0 and trainer.optimizer.num_update == 1
+    # set_learning_rate writes the optimizer's lr state (read by every step, eager or jit)
+    trainer.set_learning_rate(0.25)
+    assert trainer.optimizer._lr.data().item() == 0.25 and trainer.learning_rate == 0.25
+    assert optim.SGD().state_names() == () and optim.SGD(momentum=0.9).state_names() == ("mom",)
+
+
+def test_counts_are_per_parameter_and_num_update_is_their_max():
+    w, s = _params()
+    trainer = gc.Trainer([w, s], "adam", {"learning_rate": 0.05})
+    _backward(w, s)
+    trainer.step(BATCH)
+    for _ in range(2):  # only w
+        _backward(w, s, use_scale=False)
+        trainer.step(BATCH, ignore_stale_grad=True)
+    assert [trainer._states[i].count.data().item() for i in (0, 1)] == [3.0, 1.0]
+    assert trainer.optimizer.num_update == 3
+    # scale's second update uses its own count (2) in Adam's bias correction
+    want, states = [s.data().numpy().copy()], {0: tuple(p.data().numpy().copy()
+                                                        for p in trainer._states[1].tensors)}
+    _backward(w, s)
+    trainer.step(BATCH)
+    g = _pre(3 * C * want[0] ** 2, {})
+    m, v = 0.9 * states[0][0] + 0.1 * g, 0.999 * states[0][1] + 0.001 * g * g
+    want = want[0] - 0.05 * math.sqrt(1 - 0.999 ** 2) / (1 - 0.9 ** 2) * m / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(s.data().numpy(), want, rtol=1e-12)
