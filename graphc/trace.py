@@ -263,9 +263,9 @@ def trace(fn: Callable, *args, **kwargs) -> Graph:
     return _trace(fn, args, kwargs).graph
 
 
-def _backend(name: str | None):
-    from .backends import get_backend
-    return get_backend(name)
+def _compile_graph(graph: Graph, backend: str | None, options: dict):
+    from .passes.pipeline import compile_graph
+    return compile_graph(graph, backend, **options)
 
 
 class JitFunction:
@@ -303,7 +303,7 @@ class JitFunction:
         if entry is None:
             fn = functools.partial(self.fn, **dict(static)) if static else self.fn
             traced = _trace(fn, args, dyn_kwargs, getattr(self.fn, "__name__", None))
-            exe = _backend(self.backend).compile(traced.graph, **self.options)
+            exe = _compile_graph(traced.graph, self.backend, self.options)
             entry = self._cache[key] = (traced, exe)
         return entry
 
@@ -471,7 +471,7 @@ class CompiledExpression:
             data = [v for v in graph.inputs if v.role == "data"]
             out_tree = ("tuple", (("*",),) * len(self.outputs))
             entry = self._cache[key] = (Traced(graph, out_tree, tracer.feeds(data), []),
-                                        _backend(self.backend).compile(graph, **self.options))
+                                        _compile_graph(graph, self.backend, self.options))
         return entry
 
     def __call__(self, **inputs):
@@ -481,6 +481,13 @@ class CompiledExpression:
         traced, exe = self._compile(inputs)
         outs = _run(traced, exe, [inputs[n] for n in self.input_names])
         return outs[0] if len(outs) == 1 else outs
+
+    def compiled(self, **inputs):
+        """The executable for these inputs' signature (``.graph``, ``.memory_plan``...)."""
+        inputs = {k: np.asarray(v) if not isinstance(v, Tensor) else v
+                  for k, v in inputs.items()}
+        self._check(inputs)
+        return self._compile(inputs)[1]
 
     def graph(self, **inputs) -> Graph:
         inputs = {k: np.asarray(v) if not isinstance(v, Tensor) else v

@@ -14,6 +14,11 @@ from ..graph import Graph
 
 
 class Executable:
+    #: The memory plan the executable runs by (set by backends that plan memory).
+    memory_plan = None
+    #: The graph before optimization (set by `passes.pipeline.compile_graph`).
+    source_graph = None
+
     def __init__(self, graph: Graph):
         self.graph = graph
         self.runtime_inputs = [v for v in graph.inputs if v.role != "constant"]

@@ -44,8 +44,8 @@ class _Entry:
     @property
     def exe(self):
         if self._exe is None:
-            from ..backends import get_backend
-            self._exe = get_backend(self.backend).compile(self.graph, **self.options)
+            from ..passes.pipeline import compile_graph
+            self._exe = compile_graph(self.graph, self.backend, **self.options)
         return self._exe
 
     def wrt(self, leaves: list) -> tuple[tuple[int, ...], list[Tensor]]:
@@ -73,6 +73,7 @@ class _Entry:
             if diff is None:
                 from ..passes.autodiff import differentiate
                 diff = self.diffs[wrt] = differentiate(self.graph, list(wrt))
+                diff.options = self.options
             outs, saved = diff.run_forward(*arrays, backend=self.backend)
             outs = list(outs)
             result = [_wrap(o) for o in outs[:self.num_outputs]]

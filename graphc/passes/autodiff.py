@@ -52,6 +52,7 @@ class Differentiated:
     saved: list[str]
     wrt: list[int]
     cotangent_outputs: list[int]
+    options: dict = field(default_factory=dict)   # compile options (opt_level...)
     _executables: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -59,10 +60,11 @@ class Differentiated:
         return len(self.forward.outputs) - len(self.saved)
 
     def _exe(self, which: str, backend: str | None):
-        from ..backends import get_backend
-        key = (which, backend or "reference")
+        from .pipeline import compile_graph
+        key = (which, backend)
         if key not in self._executables:
-            self._executables[key] = get_backend(key[1]).compile(getattr(self, which))
+            self._executables[key] = compile_graph(getattr(self, which), backend,
+                                                   **self.options)
         return self._executables[key]
 
     def run_forward(self, *inputs, backend: str | None = None) -> tuple[list, list]:
