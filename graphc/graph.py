@@ -81,6 +81,10 @@ class Graph:
                 self._names.add(name)
                 return name
 
+    def continue_naming(self, other: Graph) -> None:
+        """Number new values after ``other``'s, so a rebuilt graph keeps every old name."""
+        self._counter = max(self._counter, other._counter)
+
     def reserve_names(self, names) -> None:
         """Keep ``names`` from being given to new values (they are used elsewhere)."""
         self._names.update(names)
@@ -120,6 +124,11 @@ class Graph:
                         for i, (t, h) in enumerate(zip(out_types, hints))]
         self.nodes.append(node)
         return node
+
+    def add_like(self, node: Node, inputs: list[Value]) -> Node:
+        """A copy of ``node`` (op, attrs, name, location, output names) over ``inputs``."""
+        return self.add_node(node.op, inputs, node.attrs, name=node.name, loc=node.loc,
+                             output_names=[v.name for v in node.outputs])
 
     # -- queries ----------------------------------------------------------------------
     def inputs_by_role(self, role: str) -> list[Value]:
