@@ -15,7 +15,8 @@ import numpy as np
 from . import dtypes
 from .errors import GraphcError
 from .ops import registry
-from .ops.registry import Op
+from .ops.fused import FUSED, KERNEL_KINDS
+from .ops.registry import Kind, Op
 from .types import TensorType
 
 ROLES = ("data", "parameter", "state", "constant")
@@ -46,12 +47,15 @@ class Value:
 
 
 class Node:
-    __slots__ = ("op", "inputs", "attrs", "outputs", "name", "loc")
+    """One op applied to values. A fused kernel (op ``fused``) also has ``body``: the
+    sub-graph it runs, whose non-constant inputs are the node's inputs, in order."""
+
+    __slots__ = ("op", "inputs", "attrs", "outputs", "name", "loc", "body")
 
     def __init__(self, op: Op, inputs: list[Value], attrs: dict, outputs: list[Value],
-                 name: str = "", loc: str | None = None):
+                 name: str = "", loc: str | None = None, body: Graph | None = None):
         self.op, self.inputs, self.attrs, self.outputs = op, inputs, attrs, outputs
-        self.name, self.loc = name, loc
+        self.name, self.loc, self.body = name, loc, body
 
     def __repr__(self) -> str:
         return f"<node {self.name or self.op.name}: {self.op.name}>"
@@ -125,10 +129,35 @@ class Graph:
         self.nodes.append(node)
         return node
 
+    def add_fused(self, body: Graph, inputs: list[Value], kind: str, name: str = "",
+                  loc: str | None = None, output_names: list[str] | None = None) -> Node:
+        """Append a fused kernel that runs ``body`` (see `graphc.ops.fused`).
+
+        ``inputs`` bind the body's non-constant inputs, in order, and must have their
+        types; the outputs are typed by ``body.outputs`` and named after ``output_names``
+        (default: the body's output names) where still free."""
+        if kind not in KERNEL_KINDS:
+            raise GraphError(f"fused kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
+        problem = _fused_signature_problem(body, [v.type for v in inputs])
+        if problem:
+            raise GraphError(f"fused node {name or FUSED.name!r}: {problem}")
+        node = Node(FUSED, list(inputs), {"kind": kind}, [], name or FUSED.name, loc, body)
+        hints = list(output_names or [v.name for v in body.outputs])
+        hints += [None] * (len(body.outputs) - len(hints))
+        node.outputs = [Value(self.fresh_name(h), v.type, node, i)
+                        for i, (v, h) in enumerate(zip(body.outputs, hints))]
+        self.nodes.append(node)
+        return node
+
     def add_like(self, node: Node, inputs: list[Value]) -> Node:
-        """A copy of ``node`` (op, attrs, name, location, output names) over ``inputs``."""
+        """A copy of ``node`` (op, attrs, name, location, output names) over ``inputs``;
+        a fused node's copy shares its body."""
+        names = [v.name for v in node.outputs]
+        if node.body is not None:
+            return self.add_fused(node.body, inputs, node.attrs.get("kind"), name=node.name,
+                                  loc=node.loc, output_names=names)
         return self.add_node(node.op, inputs, node.attrs, name=node.name, loc=node.loc,
-                             output_names=[v.name for v in node.outputs])
+                             output_names=names)
 
     # -- queries ----------------------------------------------------------------------
     def inputs_by_role(self, role: str) -> list[Value]:
@@ -176,8 +205,11 @@ class Graph:
                 if id(v) not in defined:
                     raise GraphError(f"node {i} ({node.op.name}) uses %{v.name} before it is "
                                      "defined (dangling reference or cycle)")
-            types = tuple(v.type for v in node.inputs)
-            out_types, attrs = registry.infer(node.op, types, node.attrs)
+            if node.op is FUSED or node.body is not None:
+                out_types, attrs = _fused_types(i, node)
+            else:
+                types = tuple(v.type for v in node.inputs)
+                out_types, attrs = registry.infer(node.op, types, node.attrs)
             if attrs != node.attrs:
                 raise GraphError(f"node {i} ({node.op.name}) attrs are not canonical: "
                                  f"{node.attrs} vs {attrs}")
@@ -216,6 +248,8 @@ class Graph:
             note = " @ ".join(x for x in (node.name if node.name != node.op.name else "",
                                           node.loc and _short_loc(node.loc)) if x)
             lines.append(f"{line:<60}  # {note}" if note else line)
+            if node.body is not None:
+                lines += ["    " + s for s in str(node.body).splitlines()]
         lines.append(f"  return {', '.join('%' + v.name for v in self.outputs)}")
         lines.append("}")
         return "\n".join(lines)
@@ -254,11 +288,36 @@ class Graph:
             for j, v in enumerate(node.outputs):
                 pos[id(v)] = (i, j)
             nodes.append((node.op.name, tuple(pos[id(v)] for v in node.inputs),
-                          _freeze(node.attrs), tuple(v.type for v in node.outputs)))
+                          _freeze(node.attrs), tuple(v.type for v in node.outputs))
+                         + (() if node.body is None else (node.body.structure(),)))
         return tuple(ins), tuple(nodes), tuple(pos[id(v)] for v in self.outputs)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Graph) and self.structure() == other.structure()
+
+    def summary(self) -> GraphSummary:
+        """Nodes and kernels, for comparing a graph before and after fusion.
+
+        A fused node is one kernel of its ``kind``; any other node is one kernel of its
+        op's kind, except views (INJECTIVE ops that declare ``view_of``: reshape,
+        transpose, broadcast_to...), which alias their input and count 0 kernels. ``ops``
+        counts primitive ops, those inside fused bodies included."""
+        by_kind: dict[str, int] = {}
+        views = fused = ops = 0
+        for node in self.nodes:
+            if node.body is not None:
+                kind, fused = node.attrs.get("kind", "fused"), fused + 1
+                ops += node.body.summary()["ops"]
+            else:
+                ops += 1
+                if node.op.kind is Kind.INJECTIVE and node.op.view_of is not None:
+                    views += 1
+                    continue
+                kind = node.op.kind.value
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        return GraphSummary(name=self.name, nodes=len(self.nodes), ops=ops,
+                            kernels=sum(by_kind.values()), fused=fused, views=views,
+                            by_kind=dict(sorted(by_kind.items())))
 
     __hash__ = None  # graphs are mutable while built
 
@@ -270,6 +329,50 @@ class Graph:
     def from_json(text: str | bytes, **kwargs) -> Graph:
         from .serialize import graph_from_json
         return graph_from_json(text, **kwargs)
+
+
+class GraphSummary(dict):
+    """`Graph.summary`'s counts (a dict) that print as one line."""
+
+    def __str__(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in self["by_kind"].items())
+        return (f"{self['name']}: {self['nodes']} nodes ({self['ops']} ops), "
+                f"{self['kernels']} kernels ({kinds or 'none'}), {self['fused']} fused, "
+                f"{self['views']} views")
+
+
+def _fused_signature_problem(body, in_types: list) -> str | None:
+    """What is wrong with running ``body`` on inputs of ``in_types``, if anything."""
+    if not isinstance(body, Graph):
+        return f"body must be a Graph, got {type(body).__name__}"
+    params = [v for v in body.inputs if v.role != "constant"]
+    for v in params:
+        if v.role != "data":
+            return f"body input %{v.name} has role {v.role!r}; body inputs are data or constants"
+    if len(params) != len(in_types):
+        return f"takes {len(in_types)} inputs, but its body has {len(params)}"
+    for j, (v, t) in enumerate(zip(params, in_types)):
+        if v.type != t:
+            return f"input {j} is {t}, but body input %{v.name} is {v.type}"
+    if not body.outputs:
+        return "its body has no outputs"
+    return None
+
+
+def _fused_types(i: int, node: Node) -> tuple[tuple, dict]:
+    """A fused node's (output types, canonical attrs), once its body validates."""
+    if node.op is not FUSED or node.body is None:
+        raise GraphError(f"node {i} ({node.op.name}): only fused nodes have a body, and "
+                         "every fused node needs one")
+    problem = _fused_signature_problem(node.body, [v.type for v in node.inputs])
+    if problem:
+        raise GraphError(f"node {i} (fused {node.name}): {problem}")
+    try:
+        node.body.validate()
+        attrs = FUSED.canonical((), dict(node.attrs))
+    except GraphcError as e:
+        raise GraphError(f"node {i} (fused {node.name}): {e}") from None
+    return tuple(v.type for v in node.body.outputs), attrs
 
 
 def _freeze(x):

@@ -26,6 +26,7 @@ from . import dtypes as dt
 from .errors import GraphcError, SerializationError
 from .graph import ROLES, Graph, Value
 from .ops import registry
+from .ops.fused import FUSED
 from .types import TensorType
 
 FORMAT = "graphc.graph"
@@ -34,6 +35,7 @@ DEFAULT_INLINE_LIMIT = 1024        # constants with more elements go to `externa
 MAX_ELEMENTS = 2**31               # of any shape (zero-size dims count as 1)
 MAX_RANK = 32
 MAX_ATTR_DEPTH = 16                # nesting of lists in an attribute value
+MAX_BODY_DEPTH = 8                 # nesting of fused bodies (fusion makes depth 1)
 MAX_JSON_BYTES = 2**30             # graph JSON text
 MAX_HEADER_BYTES = 100 * 2**20     # safetensors JSON header
 
@@ -180,6 +182,14 @@ def graph_to_json(graph: Graph, *, external: dict | None = None,
     tensor file beside the JSON (see `save_graph`); otherwise every constant is inlined.
     """
     limit = DEFAULT_INLINE_LIMIT if inline_limit is None else inline_limit
+    lines = ["{", f' "format": "{FORMAT}", "version": {VERSION}, '
+                  f'"name": {json.dumps(graph.name)},']
+    return "\n".join(lines + _graph_fields(graph, external, limit, 0) + ["}", ""])
+
+
+def _graph_fields(graph: Graph, external: dict | None, limit: int, depth: int) -> list[str]:
+    """The lines of a graph document after its name: inputs, constants, nodes, outputs.
+    A fused node's record ends with its body, a nested document (constants inline)."""
     dumps = json.dumps
     inputs, constants, nodes = [], [], []
     for v in graph.inputs:
@@ -205,15 +215,21 @@ def graph_to_json(graph: Graph, *, external: dict | None = None,
             if not isinstance(k, str):
                 raise _err(where, f"attribute name {k!r} is not a string")
             attrs[k] = _attr_to_json(node.attrs[k], f"{where} attr {k!r}")
-        nodes.append(dumps({"op": node.op.name, "inputs": [v.name for v in node.inputs],
-                            "outputs": [_type_json(v) for v in node.outputs], "attrs": attrs,
-                            "name": node.name, "loc": node.loc}))
-    lines = ["{", f' "format": "{FORMAT}", "version": {VERSION}, "name": {dumps(graph.name)},']
-    lines += _block("inputs", "[", "]", inputs)
+        record = dumps({"op": node.op.name, "inputs": [v.name for v in node.inputs],
+                        "outputs": [_type_json(v) for v in node.outputs], "attrs": attrs,
+                        "name": node.name, "loc": node.loc})
+        if node.body is not None:
+            if depth + 1 > MAX_BODY_DEPTH:
+                raise _err(where, f"fused bodies are nested more than {MAX_BODY_DEPTH} deep")
+            inner = [f' "name": {dumps(node.body.name)},']
+            inner += _graph_fields(node.body, None, limit, depth + 1)
+            record = "\n".join([record[:-1] + ', "body": {', *("  " + s for s in inner), "  }}"])
+        nodes.append(record)
+    lines = _block("inputs", "[", "]", inputs)
     lines += _block("constants", "{", "}", constants)
     lines += _block("nodes", "[", "]", nodes)
-    lines += [f' "outputs": {dumps([v.name for v in graph.outputs])}', "}", ""]
-    return "\n".join(lines)
+    lines.append(f' "outputs": {dumps([v.name for v in graph.outputs])}')
+    return lines
 
 
 # -- graph JSON: reading ------------------------------------------------------------------
@@ -284,9 +300,9 @@ def _check_impl_takes(op, n_inputs: int, attrs: dict, i: int) -> None:
                                  f"{_show(attrs)} do not fit the op: {e}") from None
 
 
-def _node(graph: Graph, values: dict, rec, i: int) -> None:
+def _node(graph: Graph, values: dict, rec, i: int, depth: int) -> None:
     where = f"nodes[{i}]"
-    _object(rec, where, ("op", "inputs", "outputs"), ("attrs", "name", "loc"))
+    _object(rec, where, ("op", "inputs", "outputs"), ("attrs", "name", "loc", "body"))
     try:
         op = registry.get(rec["op"])
     except registry.UnknownOpError:
@@ -315,15 +331,21 @@ def _node(graph: Graph, values: dict, rec, i: int) -> None:
             raise _err(w + ".name", f"value name {vname!r} is defined twice")
         outs.append((vname, TensorType(_shape(out["shape"], w + ".shape"),
                                        _dtype(out["dtype"], w + ".dtype"))))
+    body = _body(rec, op, where, depth)
     try:
-        node = graph.add_node(op, inputs, attrs, name=name, loc=loc,
-                              output_names=[n for n, _ in outs])
+        if body is not None:
+            node = graph.add_fused(body, inputs, FUSED.canonical((), attrs)["kind"], name=name,
+                                   loc=loc, output_names=[n for n, _ in outs])
+        else:
+            node = graph.add_node(op, inputs, attrs, name=name, loc=loc,
+                                  output_names=[n for n, _ in outs])
     except GraphcError as e:
         raise SerializationError(f"node {i} ({op.name}): {e.message}") from None
     except Exception as e:  # type rules are not written against hostile attrs; a file is data
         raise SerializationError(f"node {i} ({op.name}): the type rule failed on attrs "
                                  f"{_show(attrs)}: {type(e).__name__}: {e}") from None
-    _check_impl_takes(op, len(inputs), node.attrs, i)
+    if body is None:
+        _check_impl_takes(op, len(inputs), node.attrs, i)
     if len(node.outputs) != len(outs):
         raise SerializationError(f"node {i} ({op.name}): {len(outs)} outputs recorded, but "
                                  f"the type rule gives {len(node.outputs)}")
@@ -335,6 +357,22 @@ def _node(graph: Graph, values: dict, rec, i: int) -> None:
         if v.name != vname:
             raise SerializationError(f"node {i} ({op.name}): value name {vname!r} is taken")
         values[vname] = v
+
+
+def _body(rec: dict, op, where: str, depth: int) -> Graph | None:
+    """A fused node's body, read like a graph document (constants inline), or None."""
+    if (op is FUSED) != ("body" in rec):
+        raise _err(where, "a fused node needs a 'body', and only fused nodes have one")
+    if op is not FUSED:
+        return None
+    where += ".body"
+    if depth + 1 > MAX_BODY_DEPTH:
+        raise _err(where, f"fused bodies are nested more than {MAX_BODY_DEPTH} deep")
+    doc = _object(rec["body"], where, ("inputs", "nodes", "outputs"), ("name", "constants"))
+    try:
+        return _graph(doc, None, set(), depth + 1)
+    except SerializationError as e:
+        raise _err(where, e.message) from None
 
 
 def _load(text, tensors) -> tuple[Graph, set]:
@@ -358,11 +396,22 @@ def _load(text, tensors) -> tuple[Graph, set]:
         raise SerializationError(f"unsupported format version {_show(doc['version'])} "
                                  f"(this graphc reads version {VERSION})")
     _object(doc, "", ("format", "version", "inputs", "nodes", "outputs"), ("name", "constants"))
+    used: set = set()
+    graph = _graph(doc, tensors, used, 0)
+    try:
+        graph.validate()
+    except Exception as e:  # GraphError, or an op's rule failing on the re-check
+        raise SerializationError(f"the loaded graph is invalid: {e}") from None
+    return graph, used
+
+
+def _graph(doc: dict, tensors, used: set, depth: int) -> Graph:
+    """The graph of a document whose fields were checked (not yet validated)."""
     graph = Graph(_string(doc.get("name", "graph"), "name"))
     constants = doc.get("constants", {})
     if not isinstance(constants, dict):
         raise _err("constants", f"expected a JSON object, got {_show(constants)}")
-    constants, values, used = dict(constants), {}, set()
+    constants, values = dict(constants), {}
 
     for i, rec in enumerate(_list(doc["inputs"], "inputs")):
         where = f"inputs[{i}]"
@@ -386,18 +435,14 @@ def _load(text, tensors) -> tuple[Graph, set]:
         raise _err(f"constants[{name!r}]", "no input of role 'constant' has this name")
 
     for i, rec in enumerate(_list(doc["nodes"], "nodes")):
-        _node(graph, values, rec, i)
+        _node(graph, values, rec, i, depth)
 
     for i, ref in enumerate(_list(doc["outputs"], "outputs")):
         v = values.get(ref) if isinstance(ref, str) else None
         if v is None:
             raise _err(f"outputs[{i}]", f"unknown value {_show(ref)}")
         graph.outputs.append(v)
-    try:
-        graph.validate()
-    except Exception as e:  # GraphError, or an op's rule failing on the re-check
-        raise SerializationError(f"the loaded graph is invalid: {e}") from None
-    return graph, used
+    return graph
 
 
 def graph_from_json(text: str | bytes, *, tensors: dict | None = None) -> Graph:

@@ -263,6 +263,38 @@ def trace(fn: Callable, *args, **kwargs) -> Graph:
     return _trace(fn, args, kwargs).graph
 
 
+def _donated_inputs(traced: Traced, fn: Callable, args: tuple, kwargs: dict,
+                    donate) -> tuple[str, ...]:
+    """The graph inputs ``donate`` names: argument positions or parameter names of ``fn``
+    (every tensor leaf of that argument), or graph input names (a Parameter read while
+    tracing is an input named after it)."""
+    donate = (donate,) if isinstance(donate, int | str) else tuple(donate)
+    spans, start = {}, 0
+    for key, a in [*enumerate(args), *kwargs.items()]:
+        n = len(pytree.flatten(a)[0])
+        spans[key], start = range(start, start + n), start + n
+    try:
+        import inspect
+        params = list(inspect.signature(fn).parameters)[:len(args)]
+    except (TypeError, ValueError):
+        params = []
+    runtime = [v for v in traced.graph.inputs if v.role != "constant"]
+    leaf_input = {feed[1]: v.name for feed, v in zip(traced.feeds, runtime)
+                  if feed[0] == "data"}
+    names: list[str] = []
+    for d in donate:
+        key = params.index(d) if isinstance(d, str) and d in params else d
+        if not isinstance(key, bool) and key in spans:
+            names += [leaf_input[j] for j in spans[key] if j in leaf_input]
+        elif isinstance(d, str) and any(v.name == d for v in runtime):
+            names.append(d)
+        else:
+            raise TraceError(f"donate: {d!r} is neither an argument of "
+                             f"{getattr(fn, '__name__', 'the function')} nor an input of its "
+                             f"graph ({[v.name for v in runtime]})", loc=user_location())
+    return tuple(dict.fromkeys(names))
+
+
 def _compile_graph(graph: Graph, backend: str | None, options: dict):
     from .passes.pipeline import compile_graph
     return compile_graph(graph, backend, **options)
@@ -303,7 +335,11 @@ class JitFunction:
         if entry is None:
             fn = functools.partial(self.fn, **dict(static)) if static else self.fn
             traced = _trace(fn, args, dyn_kwargs, getattr(self.fn, "__name__", None))
-            exe = _compile_graph(traced.graph, self.backend, self.options)
+            options = self.options
+            if options.get("donate") not in (None, ()):
+                options = {**options, "donate": _donated_inputs(
+                    traced, self.fn, args, dyn_kwargs, options["donate"])}
+            exe = _compile_graph(traced.graph, self.backend, options)
             entry = self._cache[key] = (traced, exe)
         return entry
 
@@ -335,7 +371,11 @@ def _run(traced: Traced, exe, leaves: list):
 
 def jit(fn: Callable | None = None, *, backend: str | None = None,
         static_argnames: tuple[str, ...] | str = (), **options):
-    """Decorator: trace and compile ``fn`` on its first call per input signature."""
+    """Decorator: trace and compile ``fn`` on its first call per input signature.
+
+    ``donate=``: arguments (positions or names; a Parameter by its graph input name) whose
+    buffers the compiled function may overwrite in place, e.g. the parameters of a training
+    step that returns their updates: the caller must not read them afterwards."""
     if fn is None:
         return lambda f: JitFunction(f, backend, static_argnames, **options)
     return JitFunction(fn, backend, static_argnames, **options)

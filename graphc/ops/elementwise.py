@@ -56,10 +56,14 @@ def sum_to(g: Tensor, shape: tuple[int, ...]) -> Tensor:
     return reshape(_sum(g, axis=axes), shape)
 
 
-def _define(name: str, impl, scalar, vjp, promote, type_rule=_same_dtype, **extra) -> Op:
+def _define(name: str, impl, scalar, vjp, promote, type_rule=_same_dtype, arity=1,
+            **extra) -> Op:
+    # Every input of an elementwise op is read at the index it writes, so the output may
+    # take over any input's buffer of the same size and dtype (the planner checks those).
+    inplace = tuple(range(arity)) if type_rule is _same_dtype else ()
     return register(Op(name, Kind.ELEMENTWISE, lambda types, **a: type_rule(types),
-                       impl, vjp=vjp, promote=promote, scalar=scalar,
-                       inplace=(0,) if type_rule is _same_dtype else (), **extra))
+                       impl, vjp=vjp, promote=promote, scalar=scalar, inplace=inplace,
+                       **extra))
 
 
 def _unary_fn(op: Op, doc: str):
@@ -348,7 +352,8 @@ _BINARY = {
 }
 
 for _name, (_impl, _scalar, _vjp, _promote, _rule, _doc) in _BINARY.items():
-    globals()[_name] = _binary_fn(_define(_name, _impl, _scalar, _vjp, _promote, _rule), _doc)
+    globals()[_name] = _binary_fn(_define(_name, _impl, _scalar, _vjp, _promote, _rule,
+                                          arity=2), _doc)
 
 add, sub, mul, div = (globals()[n] for n in ("add", "sub", "mul", "div"))
 maximum, minimum = globals()["maximum"], globals()["minimum"]

@@ -100,12 +100,20 @@ def _dump(directory: str, graph: Graph, i: int, name: str) -> None:
 
 def compile_graph(graph: Graph, backend: str | None = None, *, opt_level: int | None = None,
                   passes=None, dump_ir: str | None = None, validate: bool | None = None,
-                  **backend_options):
-    """Optimize ``graph`` and compile it with ``backend``; the executable keeps the
-    optimized graph as ``.graph`` and the memory plan as ``.memory_plan`` (when the
-    memory planner is present)."""
+                  donate=(), sanitize: bool | None = None, **backend_options):
+    """Optimize ``graph``, plan its memory and compile it with ``backend``; the executable
+    keeps the optimized graph as ``.graph`` and the plan as ``.memory_plan``.
+
+    ``donate``: runtime inputs (names, or indices among the non-constant inputs) whose
+    buffers the plan may overwrite in place. ``sanitize``: run the plan literally and poison
+    dead buffers (the reference backend; default: ``GRAPHC_SANITIZE``)."""
     from ..backends import get_backend
+    from .memory import plan_memory
     optimized = optimize(graph, opt_level, passes, dump_ir, validate)
+    plan = plan_memory(optimized, source=graph, donate=donate)
+    if sanitize is not None:
+        backend_options["sanitize"] = sanitize
     exe = get_backend(backend).compile(optimized, **backend_options)
     exe.source_graph = graph
+    exe.memory_plan = plan
     return exe
