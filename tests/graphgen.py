@@ -4,7 +4,8 @@
 every value eagerly (with the ops' own numpy implementations) as it goes, so each choice
 is checked against real data: an op is kept only when its result is finite and of
 moderate size (a few graphs, ``nonfinite``, take NaN/inf/-0.0 inputs and unguarded ops
-on purpose, so the passes must keep NaN where it was). What it draws:
+on purpose, so the passes must keep NaN where it was; every graph's inputs may hold
+signed zeros). What it draws:
 
 - elementwise chains with broadcasting: unary and binary float ops (domain-limited ops
   such as log, sqrt, reciprocal, pow get a guard ``|x| + c`` unless the data is already
@@ -12,14 +13,15 @@ on purpose, so the passes must keep NaN where it was). What it draws:
   (float16/32/64, int32/64, bool), integer arithmetic;
 - reductions (sum, mean, max, min, prod, argmax, argmin) over random axes, keepdims;
 - reshape, transpose, expand_dims, squeeze, broadcast_to, slice, concat, stack, split;
-- matmul (vector, matrix and batched);
+- matmul (vector, matrix and batched); dropout (its mask depends on a key input of role
+  state and on the flat element index, so rewrites that move it across reshapes break it);
 - what the simplifier looks for: x*1, x+0, x-0, x/1, x+(-0.0), neg(neg(x)), double
   transposes, reshape of reshape, cast to the same dtype, broadcast of a broadcast,
   duplicated nodes (CSE), dead nodes, constant-only subexpressions (folding), and the
   traps that are NOT identities (x*0, x-x, 0-x, x+0.0 on -0.0, NaN);
 - dims drawn from 0, 1, 3, 17, 1023 and a few others (at most ~4k elements per value);
 - one to four outputs: sinks first, sometimes a graph input, a constant or the same value
-  twice; the graph inputs carry roles data and parameter.
+  twice; the graph inputs carry roles data, parameter and state (dropout keys).
 
 Discontinuous ops (floor, round, sign, comparisons, argmax, casts to int) only read values
 computed without sums or GEMMs, whose last bits may depend on memory layout; so the
@@ -129,9 +131,10 @@ class _Builder:
         if dtype in dt.INTS:
             return rng.integers(-5, 6, shape).astype(dtype)
         a = rng.standard_normal(shape) * self.choice((0.5, 1.0, 1.0, 3.0))
-        if self.nonfinite and a.size:
+        specials = (np.nan, np.inf, -np.inf, -0.0, 0.0) if self.nonfinite else (-0.0, 0.0)
+        if a.size and self.chance(0.6):
             flat = a.reshape(-1)
-            for special in (np.nan, np.inf, -np.inf, -0.0, 0.0):
+            for special in specials:
                 if self.chance(0.4):
                     flat[int(rng.integers(a.size))] = special
         return a.astype(dtype)
@@ -240,12 +243,23 @@ class _Builder:
     # -- steps ----------------------------------------------------------------------------
     def step(self) -> None:
         kinds = ("unary", "binary", "compare", "cast", "reduce", "shape", "matmul",
-                 "pattern", "int", "new_input")
-        weights = np.array((18, 18, 6, 4, 10, 14, 7, 12, 4, 3), float)
+                 "pattern", "int", "new_input", "dropout")
+        weights = np.array((18, 18, 6, 4, 10, 14, 7, 12, 4, 3, 2), float)
         getattr(self, "s_" + self.rng.choice(kinds, p=weights / weights.sum()))()
 
     def s_new_input(self) -> None:
         self.add_input(self.shape(), self.float)
+
+    def s_dropout(self) -> None:
+        """Dropout: elementwise, but its mask depends on the flat index and a key input."""
+        a = self.pick(self.is_float)
+        keys = [v for v in self.graph.inputs if v.role == "state"]
+        key = self.choice(keys) if keys and self.chance(0.5) else self.graph.add_input(
+            f"rng_key{len(keys)}", TensorType((), "int64"), "state")
+        if id(key) not in self.val:
+            self._record(key, np.asarray(self.rng.integers(0, 2**31), np.int64), [])
+            self.pool.pop()  # a key feeds dropouts only
+        self.node("dropout", [a, key], p=float(self.choice((0.0, 0.25, 0.5))))
 
     def s_unary(self) -> None:
         a = self.pick(self.is_float)

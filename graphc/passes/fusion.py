@@ -30,7 +30,8 @@ still fits its class, has at most `MAX_INPUTS` inputs, and no path leaves one gr
 enters the other (so the kernel graph stays acyclic). Nothing is computed twice: a value
 used outside its kernel, or returned, becomes one of the kernel's outputs. Groups of one
 op stay plain nodes, and views (INJECTIVE ops that declare ``view_of``) stay outside
-kernels, where `Graph.summary` counts them as 0 kernels.
+kernels, where `Graph.summary` counts them as 0 kernels. `inplace_inputs` is the fused
+op's per-node ``inplace`` fact, for the memory planner.
 """
 
 from __future__ import annotations
