@@ -82,11 +82,11 @@ ROWWISE = {
     "log_softmax": (gc.log_softmax, (X,), 9, 1),
     "layer_norm": (lambda x, g, b: gc.layer_norm(x, g, b), (X, GAMMA, BETA), 9, 1),
     # one_hot is INJECTIVE (not fused): the one-hot kernel and one row-wise kernel
-    "softmax_cross_entropy": (gc.softmax_cross_entropy, (X, LABELS), 13, 2),
+    "softmax_cross_entropy": (gc.softmax_cross_entropy, (X, LABELS), 14, 1),
     # float labels add a cast before the one-hot: cast -> one_hot -> row kernel, so the
     # cast cannot join the row kernel without a cycle through the one-hot
     "softmax_cross_entropy_float_labels":
-        (gc.softmax_cross_entropy, (X, LABELS.astype(np.float32)), 14, 3),
+        (gc.softmax_cross_entropy, (X, LABELS.astype(np.float32)), 15, 2),
 }
 
 

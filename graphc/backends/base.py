@@ -22,10 +22,19 @@ class Executable:
     def __init__(self, graph: Graph):
         self.graph = graph
         self.runtime_inputs = [v for v in graph.inputs if v.role != "constant"]
+        self.copied_outputs = _outputs_over_constants(graph)
+
+    def fresh_outputs(self, outs: list) -> list:
+        """Copy the outputs that are (views of) the graph's constants, so that writing
+        into a result never changes what later calls return."""
+        for i in self.copied_outputs:
+            outs[i] = outs[i].copy()
+        return outs
 
     @property
     def num_kernels(self) -> int:
-        return len(self.graph.nodes)
+        """Kernels launched per call: fused nodes count once, aliasing views not at all."""
+        return self.graph.summary()["kernels"]
 
     def check_inputs(self, arrays: tuple) -> None:
         if len(arrays) != len(self.runtime_inputs):
@@ -39,6 +48,15 @@ class Executable:
 
     def __call__(self, *arrays) -> list:
         raise NotImplementedError
+
+
+def _outputs_over_constants(graph: Graph) -> list[int]:
+    """Indices of outputs whose buffer is a constant's, directly or through views."""
+    def base(v):
+        while v.node is not None and v.node.op.view_of is not None:
+            v = v.node.inputs[v.node.op.view_of]
+        return v
+    return [i for i, v in enumerate(graph.outputs) if base(v).role == "constant"]
 
 
 class Backend:

@@ -41,10 +41,10 @@ class Interpreter(Executable):
             if v.role == "constant":
                 env[id(v)] = xp.asarray(self.graph.constants[v.name])
         if self.sanitize:
-            return self.run_planned(env, xp)
+            return self.fresh_outputs(self.run_planned(env, xp))
         for node in self.graph.nodes:
             self.run_node(node, env, xp)
-        return [env[id(v)] for v in self.graph.outputs]
+        return self.fresh_outputs([env[id(v)] for v in self.graph.outputs])
 
     def run_node(self, node: Node, env: dict, xp) -> None:
         """Run one node, whatever its kind: a fused kernel or a single op."""

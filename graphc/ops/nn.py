@@ -291,7 +291,13 @@ def softmax_cross_entropy(logits, labels, axis: int = -1, sparse_label: bool = T
                   f"{shape} without axis {ax}), got {tuple(labels.shape)}")
         if labels.dtype.name not in dt.INTS:
             labels = cast(labels, "int64")
-        target = one_hot(labels, shape[ax], dtype=logp.dtype.name, axis=ax)
+        # one_hot as a comparison with the class indices: elementwise, so the whole loss
+        # fuses into one row-wise kernel
+        from ..creation import arange
+        from .elementwise import equal
+        from .shape import expand_dims
+        classes = arange(shape[ax]).reshape([-1 if i == ax else 1 for i in range(len(shape))])
+        target = cast(equal(expand_dims(labels, ax), classes), logp.dtype.name)
     else:
         if tuple(labels.shape) != shape:
             _fail("softmax_cross_entropy", f"dense labels must have the logits' shape "

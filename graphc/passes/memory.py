@@ -169,12 +169,12 @@ def _keeps_layout(node: Node) -> bool:
 
 def _inplace_inputs(node: Node, k: int) -> tuple[int, ...]:
     """The inputs whose buffer output ``k`` of ``node`` may take, by the op's facts: the
-    op's ``inplace`` for its first output; for a fused ``elementwise`` kernel, any input
-    (its contract: every output is computed at each index of one domain from its inputs
-    at that index, by broadcast, so an input of the domain's shape is read at i only)."""
+    op's ``inplace`` for its first output; for a fused kernel, what `fusion.inplace_inputs`
+    derives from its body (the inputs read only at the index each output element is
+    written)."""
     if node.body is not None:
-        return tuple(range(len(node.inputs))) \
-            if node.attrs.get("kind") == "elementwise" else ()
+        from .fusion import inplace_inputs
+        return inplace_inputs(node, k)
     return node.op.inplace if k == 0 else ()
 
 
