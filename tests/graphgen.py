@@ -12,7 +12,8 @@ signed zeros). What it draws:
   in range), comparisons feeding ``where`` and logical ops, casts between dtypes
   (float16/32/64, int32/64, bool), integer arithmetic;
 - reductions (sum, mean, max, min, prod, argmax, argmin) over random axes, keepdims;
-- reshape, transpose, expand_dims, squeeze, broadcast_to, slice, concat, stack, split;
+- reshape, transpose, expand_dims, squeeze, broadcast_to, slice, concat, stack, split,
+  and chains of them (reshape of a transpose, slice of a broadcast...) read by a kernel;
 - matmul (vector, matrix and batched); dropout (its mask depends on a key input of role
   state and on the flat element index, so rewrites that move it across reshapes break it);
 - what the simplifier looks for: x*1, x+0, x-0, x/1, x+(-0.0), neg(neg(x)), double
@@ -20,8 +21,9 @@ signed zeros). What it draws:
   duplicated nodes (CSE), dead nodes, constant-only subexpressions (folding), and the
   traps that are NOT identities (x*0, x-x, 0-x, x+0.0 on -0.0, NaN);
 - dims drawn from 0, 1, 3, 17, 1023 and a few others (at most ~4k elements per value);
-- one to four outputs: sinks first, sometimes a graph input, a constant or the same value
-  twice; the graph inputs carry roles data, parameter and state (dropout keys).
+- outputs: every sink (up to six), sometimes an older value, a graph input or constant,
+  or the same value twice; graph inputs have roles data, parameter and state (dropout
+  keys).
 
 Discontinuous ops (floor, round, sign, comparisons, argmax, casts to int) only read values
 computed without sums or GEMMs, whose last bits may depend on memory layout; so the
@@ -243,8 +245,8 @@ class _Builder:
     # -- steps ----------------------------------------------------------------------------
     def step(self) -> None:
         kinds = ("unary", "binary", "compare", "cast", "reduce", "shape", "matmul",
-                 "pattern", "int", "new_input", "dropout")
-        weights = np.array((18, 18, 6, 4, 10, 14, 7, 12, 4, 3, 2), float)
+                 "pattern", "int", "new_input", "dropout", "view_chain")
+        weights = np.array((18, 18, 6, 4, 10, 12, 7, 12, 4, 3, 2, 5), float)
         getattr(self, "s_" + self.rng.choice(kinds, p=weights / weights.sum()))()
 
     def s_new_input(self) -> None:
@@ -435,6 +437,49 @@ class _Builder:
             if isinstance(outs, list):
                 self.features.add("multi-output node")
 
+    def s_view_chain(self) -> None:
+        """Two to four shape ops in a row on one value (reshape of a transpose, slice of a
+        broadcast...), then an elementwise op or a reduction that reads the result: the
+        compositions the simplifier and the view planner must get right."""
+        a = self.pick(lambda v: len(v.shape) >= 2 and _size(v.shape) > 1)
+        self.features.add("view chain")
+        first = self.chance(0.5)  # half the chains start with transpose -> reshape
+        for i in range(int(self.rng.integers(2, 5))):
+            nd, shape = len(a.shape), a.shape
+            name = ("transpose", "reshape")[i] if first and i < 2 else self.choice(
+                ("reshape", "transpose", "transpose", "slice", "expand_dims", "squeeze",
+                 "broadcast_to"))
+            try:
+                if name == "reshape" and _size(shape):
+                    a = self.node("reshape", [a], shape=_factor(self, _size(shape)))
+                elif name == "transpose" and nd >= 2:
+                    a = self.node("transpose", [a], axes=tuple(
+                        int(x) for x in self.rng.permutation(nd)))
+                elif name == "slice" and nd:
+                    ax = int(self.rng.integers(nd))
+                    step = int(self.choice((1, 2, -1)))
+                    begin = [0] * nd
+                    end: list = list(shape)
+                    step_all = [1] * nd
+                    begin[ax], end[ax], step_all[ax] = (shape[ax] - 1, None, -1) \
+                        if step < 0 else (int(self.rng.integers(0, 2)), shape[ax], step)
+                    a = self.node("slice", [a], begin=tuple(begin), end=tuple(end),
+                                  step=tuple(step_all))
+                elif name == "expand_dims":
+                    a = self.node("expand_dims", [a], axis=int(self.rng.integers(nd + 1)))
+                elif name == "squeeze" and 1 in shape:
+                    a = self.node("squeeze", [a], axis=shape.index(1))
+                elif name == "broadcast_to" and 1 in shape:
+                    a = self.node("broadcast_to", [a], shape=tuple(
+                        3 if d == 1 else d for d in shape))
+            except Reject:
+                pass
+        if a.dtype in dt.FLOATS and self.chance(0.7):
+            self.node(self.choice(("exp", "tanh", "neg", "square")), [a]) if self.chance(0.5) \
+                else self.node(self.choice(("sum", "max")), [a], exact=False,
+                               axis=int(self.rng.integers(len(a.shape))) if a.shape else None,
+                               keepdims=False)
+
     def _zero_shape(self) -> tuple[int, ...]:
         return tuple(int(self.choice((0, 1, 3))) for _ in range(int(self.rng.integers(1, 4)))) \
             + (0,)
@@ -453,7 +498,11 @@ class _Builder:
             args = [a, c] if self.chance(0.6) else [c, a]
             self.node("div" if name == "div1" else "mul", args if name != "div1" else [a, c])
         elif name in ("add0", "sub0", "addneg0", "zero_sub") and d != "bool":
-            zero = self.scalar(-0.0 if name == "addneg0" else 0, d)
+            if self.chance(0.5):  # -0.0 where a <= 0: the case x + 0.0 gets wrong
+                a = self.pick(lambda v: self.is_float(v) and bool(np.any(self.val[id(v)] <= 0)))
+                a = self.node("neg", [self.node("relu", [a])])
+                d = a.dtype
+            zero = self.scalar(-0.0 if name == "addneg0" or self.chance(0.3) else 0, d)
             op = "sub" if name in ("sub0", "zero_sub") else "add"
             self.node(op, [zero, a] if name == "zero_sub" or self.chance(0.3) and op == "add"
                       else [a, zero])
@@ -494,9 +543,11 @@ class _Builder:
 
     # -- outputs ---------------------------------------------------------------------------
     def outputs(self) -> list[Value]:
+        """Every sink (up to six, the latest first) so that most nodes are live, plus
+        sometimes an older value, a graph input, or the same value twice."""
         nodes_out = [v for v in self.pool if v.node is not None]
         sinks = [v for v in nodes_out if id(v) not in self.used]
-        outs = sinks[-int(self.rng.integers(1, 4)):] if sinks else []
+        outs = sinks[::-1][:6]
         if not outs or self.chance(0.3):
             outs.append(self.choice(nodes_out) if nodes_out else self.pool[-1])
         if self.chance(0.08):
@@ -505,7 +556,7 @@ class _Builder:
         if self.chance(0.08):
             outs.append(outs[0])
             self.features.add("output twice")
-        return outs[:5]
+        return outs
 
 
 def _broadcastable(a, b) -> bool:

@@ -8,7 +8,12 @@ Each model exists twice, with the same numbers:
   `train_step` (loss with ``gc.value_and_grad`` over the parameters and an SGD update
   that returns the new parameters);
 - as a Gluon-style block built from graphc.nn layers (`BLOCKS`), whose parameters are
-  set from the same arrays, for ``hybridize`` under ``autograd.record`` + ``backward``.
+  set from the same arrays, for ``hybridize`` under ``autograd.record`` + ``backward``
+  (LeNet's BatchNorm then uses batch statistics and updates its running ones; the LSTM
+  block adds a dropout, seeded by ``gc.random.seed``).
+
+`lenet_constants` is LeNet as deployed, its parameters baked in as constants: the graph
+where constant folding and fold_batch_norm (opt level 3) have something to fold.
 
 Parameters are drawn from a seeded numpy generator once (the specs are cached, their arrays
 read-only), so every call of a factory gives the same model: tests compare runs of fresh
@@ -61,8 +66,8 @@ def _mse(out, target):
 
 @dataclass
 class Spec:
-    """What a training step needs besides the forward: how the logits become a loss, the
-    labels (or regression target), and how many leading arguments are data."""
+    """A model as a function: its logits, example data and parameters, and what a training
+    step adds: the loss of the logits and the labels (or regression target)."""
 
     name: str
     logits: Callable            # logits(*data, *params)
@@ -199,6 +204,7 @@ TRANSFORMER_PARAM_NAMES = ("ln1_gamma", "ln1_beta", "wq", "bq", "wk", "bk", "wv"
 @functools.cache
 def transformer_spec(batch: int = 2, seq: int = 8, d: int = 32, ffn: int = 64,
                      seed: int = 3) -> Spec:
+    """`transformer_forward` on (2, 8, 32) inputs, regressing a random target (MSE)."""
     rng = _rng(seed)
 
     def ln():

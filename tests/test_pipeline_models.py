@@ -10,9 +10,6 @@ the last bits where a buffer's memory layout changes (a GEMM reads a transposed 
 a contiguous copy of it with different BLAS kernels: seen as 3e-8 on a 0.06 softmax
 after a JSON round trip, which stores constants contiguous). A wrong memory plan or a
 wrong rewrite is off by far more: poisoned buffers are NaN or garbage.
-
-Two tests are xfail(strict=True) for known bugs (see their reasons): they turn red once the
-bug is fixed, so that the mark is removed.
 """
 
 from __future__ import annotations
@@ -150,6 +147,7 @@ def test_executable_reports_kernels_and_memory_plan(case, level):
     assert source is not None and exe.graph is not None
     k = exe.num_kernels
     assert isinstance(k, int) and 0 < k <= len(source.nodes), (k, len(source.nodes))
+    assert k == exe.graph.summary()["kernels"]
     if "fuse" in pipeline.OPT_LEVELS[level]:  # every model has elementwise chains to fuse
         assert k < len(source.nodes), f"{case}: fusion left {k} kernels of " \
                                       f"{len(source.nodes)} nodes"
@@ -168,16 +166,8 @@ def test_executable_reports_kernels_and_memory_plan(case, level):
     assert arena <= share * naive, f"{case}: arena {arena} > {share:.0%} of naive {naive}"
 
 
-_STEPS = [c for c in CASES if c.endswith("_step")]
-_NO_INPLACE_IN_KERNELS = pytest.mark.xfail(
-    strict=True, reason="bug: fused kernels declare no in-place pairs, so a training step's "
-    "update fused into a kernel never takes its donated parameter's buffer")
-
-
-@pytest.mark.parametrize("level", [
-    pytest.param(lvl, id=f"O{lvl}", marks=_NO_INPLACE_IN_KERNELS
-                 if "fuse" in pipeline.OPT_LEVELS[lvl] else ()) for lvl in LEVELS])
-@pytest.mark.parametrize("case", _STEPS)
+@pytest.mark.parametrize("level", LEVEL_PARAMS)
+@pytest.mark.parametrize("case", [c for c in CASES if c.endswith("_step")])
 def test_donated_parameters_are_updated_in_place(case, level):
     """The point of donate=: most parameters' new values take their old buffers (a few
     may not, where the planner's order reads a parameter after its update)."""
