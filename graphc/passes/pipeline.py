@@ -30,7 +30,7 @@ OPT_LEVELS: dict[int, tuple[str, ...]] = {
     2: ("simplify", "fuse"),
     3: ("simplify", "fold_batch_norm", "simplify", "fuse"),
 }
-DEFAULT_OPT_LEVEL = 0
+DEFAULT_OPT_LEVEL = 2
 
 
 def register_pass(name: str) -> Callable[[Pass], Pass]:
