@@ -45,6 +45,9 @@ from .rewrite import Rewriter
 
 #: A kernel reads at most this many distinct inputs (constants copied into it aside).
 MAX_INPUTS = 16
+#: A merge may not grow a kernel past this many intermediate outputs: all of a kernel's
+#: outputs are live together when it ends, where separate kernels could reuse one buffer.
+MAX_OUTPUTS = 3
 
 _FUSABLE = (Kind.ELEMENTWISE, Kind.REDUCTION, Kind.LIBRARY)
 
@@ -216,6 +219,9 @@ class _Planner:
             return None
         exported = {i for i in ga.exported | gb.exported if i in self.returned
                     or any(group[u] not in ids for u in self.users.get(i, ()))}
+        if self._live_outputs(exported) > max(MAX_OUTPUTS, self._live_outputs(ga.exported),
+                                              self._live_outputs(gb.exported)):
+            return None  # all its outputs are live when a kernel ends: keep memory low
         big = ga.big | gb.big
         shapes = big | {self.nodes[i].outputs[0].type.shape for i in exported}
         members = ga.members + gb.members
@@ -229,6 +235,10 @@ class _Planner:
         else:
             kind, ok = "elementwise", len(shapes) <= 1
         return _Group(members, kind, inputs, exported, big, libs, reds) if ok else None
+
+    def _live_outputs(self, exported: set[int]) -> int:
+        """Kernel outputs that live in the arena (graph outputs have their own buffers)."""
+        return sum(1 for i in exported if i not in self.returned)
 
     def _reduction(self, members: list[int], reds: list[int], exported: set[int]) -> bool:
         """Whether ``members`` (in order) form a row-wise or plain reduction kernel."""
