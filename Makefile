@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# The model tests run a second time with the memory-plan sanitizer on (see README).
+MODEL_TESTS := tests/test_layers.py tests/test_hybridize.py tests/test_rnn.py \
+	tests/test_jit_training.py tests/test_nn_block.py tests/test_loss.py \
+	tests/test_optim.py tests/test_autodiff.py tests/test_examples.py
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check graphc tests examples benchmarks
+	GRAPHC_SANITIZE=1 $(BIN)/python -m pytest -q $(MODEL_TESTS)
+	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check graphc tests examples benchmarks
