@@ -68,6 +68,9 @@ class Graph:
         self.nodes: list[Node] = []
         self.outputs: list[Value] = []
         self.constants: dict[str, np.ndarray] = {}
+        #: Compile-time facts passes may use, e.g. "frozen": names of parameter inputs
+        #: whose values no training changes (folding BatchNorm into them is then allowed).
+        self.meta: dict = {}
         self._names: set[str] = set()
         self._counter = 0
 

@@ -148,11 +148,18 @@ class Tracer:
         return outs
 
     def finish(self, outputs: list) -> Graph:
-        """Close the graph: ``outputs``, then the state updates (in write order)."""
+        """Close the graph: ``outputs``, then the state updates (in write order).
+
+        Parameters with grad_req 'null' that this graph does not write are recorded as
+        frozen (Gluon's way to freeze a layer), which lets passes fold them."""
         for t in [*outputs, *(v for _, v in self.state_updates.values())]:
             if not isinstance(t, Tensor):
                 t = array(t)
             self.graph.outputs.append(self.lift(t))
+        frozen = [v.name for key, (obj, v) in self.state_inputs.items()
+                  if getattr(obj, "grad_req", None) == "null" and key not in self.state_updates]
+        if frozen:
+            self.graph.meta["frozen"] = frozen
         return self.graph.validate()
 
     def feeds(self, data: list[Value]) -> list[tuple]:

@@ -518,3 +518,30 @@ def test_lenet_inference_and_training_step_at_opt_level_1():
 
     before, after = _jit_levels(loss, x, y)
     assert after < before
+
+
+def test_frozen_gluon_layers_get_batch_norm_folded_at_opt_level_3():
+    # Gluon's way to freeze: grad_req 'null'; the tracer records such parameters as frozen
+    from graphc import nn
+    gc.random.seed(3)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, in_channels=2), nn.BatchNorm(in_channels=4), nn.Activation("relu"))
+    net.initialize()
+    for p in net.collect_params().values():
+        p.grad_req = "null"
+    net[1].running_mean.set_data(np.linspace(-1, 1, 4).astype(np.float32))
+    net[1].running_var.set_data(np.linspace(0.5, 2, 4).astype(np.float32))
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    want = net(gc.array(x)).numpy()
+    f = gc.jit(lambda x: net(x), opt_level=3)
+    np.testing.assert_allclose(f(x).numpy(), want, rtol=1e-5, atol=1e-6)
+    traced = f.trace(x)
+    params = [v.name for v in traced.inputs_by_role("parameter")]
+    assert len(params) == 6 and sorted(traced.meta["frozen"]) == sorted(params)
+    folded = optimize(traced, passes=["fold_batch_norm", "dce"])
+    before = [n.op.name for n in traced.nodes]
+    after = [n.op.name for n in folded.nodes]
+    assert "rsqrt" in before and after.count("conv2d") == 1
+    # the per-activation normalization is gone: what remains scales weights, not x
+    big = [n for n in folded.nodes if n.outputs[0].type.shape == (2, 4, 4, 4)]
+    assert [n.op.name for n in big] == ["conv2d", "add", "relu"]

@@ -11,7 +11,8 @@ with S the product of the multipliers and T the folded shifts (``(b - mean) * sc
 beta`` for a BatchNorm). ``fold_batch_norm`` finds such chains (at least one multiply,
 every intermediate used only by the next link) whose weight and per-channel operands are
 *static*: computed from constants alone, or also from parameter inputs named in
-``graph.meta["frozen"]`` when the graph has a ``meta`` dict. With constants, W * S and T
+``graph.meta["frozen"]`` (the tracer lists parameters with grad_req 'null' that the graph
+does not write: Gluon's way to freeze a layer). With constants, W * S and T
 are computed here in float64 and rounded once to the weight's dtype; with frozen
 parameters, whose values only arrive per call, the same arithmetic is emitted as nodes on
 the (small) weight and channel vectors, in place of the per-element work on activations.
@@ -27,7 +28,8 @@ import numpy as np
 from .. import dtypes as dt
 from ..graph import Graph, Node, Value
 from .pipeline import register_pass
-from .simplify import dce, evaluate, rewriter
+from .rewrite import Rewriter
+from .simplify import dce, evaluate
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,7 @@ _LINKS = ("mul", "add", "sub")
 
 def _static_values(graph: Graph) -> set[int]:
     """Ids of values computed from constants and frozen parameters only."""
-    meta = getattr(graph, "meta", None) or {}
-    frozen = set(meta.get("frozen", ()))
+    frozen = set(graph.meta.get("frozen", ()))
     static = {id(v) for v in graph.inputs
               if v.role == "constant" or (v.role == "parameter" and v.name in frozen)}
     for node in graph.nodes:
@@ -230,7 +231,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
         return graph
     skip = {id(c.lib) for c in chains} | {id(n) for c in chains for n, _ in c.links[:-1]}
     at_last = {id(c.last): c for c in chains}
-    rw = rewriter(graph)
+    rw = Rewriter(graph)
     for node in graph.nodes:
         if id(node) in at_last:
             chain = at_last[id(node)]

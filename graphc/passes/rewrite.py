@@ -18,6 +18,7 @@ class Rewriter:
     def __init__(self, source: Graph, name: str | None = None):
         self.source = source
         self.graph = Graph(name or source.name)
+        self.graph.meta = dict(source.meta)
         self.graph.continue_naming(source)  # new values never take an old value's name
         self._map: dict[int, Value] = {}
         for v in source.inputs:

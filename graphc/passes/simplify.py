@@ -43,15 +43,6 @@ CSE_CONST_MAX_ELEMENTS = 1 << 16
 MAX_ROUNDS = 8
 
 
-def rewriter(graph: Graph) -> Rewriter:
-    """A Rewriter that also carries the graph's ``meta`` (frozen parameter names...)
-    when the graph has one."""
-    rw = Rewriter(graph)
-    if hasattr(graph, "meta"):
-        rw.graph.meta = graph.meta
-    return rw
-
-
 # -- dead code --------------------------------------------------------------------------
 
 @register_pass("dce")
@@ -64,7 +55,7 @@ def dce(graph: Graph) -> Graph:
         if any(id(v) in live for v in node.outputs):
             keep.add(id(node))
             live.update(id(v) for v in node.inputs)
-    rw = rewriter(graph)
+    rw = Rewriter(graph)
     for node in graph.nodes:
         if id(node) in keep:
             rw.copy(node)
@@ -88,7 +79,7 @@ def _attr_key(x):
 @register_pass("cse")
 def cse(graph: Graph) -> Graph:
     """One node per (op, inputs, attrs) and one constant per (dtype, shape, bytes)."""
-    rw = rewriter(graph)
+    rw = Rewriter(graph)
     constants: dict[tuple, Value] = {}
     for v in graph.inputs:
         data = graph.constants.get(v.name) if v.role == "constant" else None
@@ -135,7 +126,7 @@ def evaluate(node: Node, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
 def fold_constants(graph: Graph) -> Graph:
     """Nodes on constants only, with results of at most FOLD_MAX_ELEMENTS elements each,
     replaced by constants holding their values."""
-    rw = rewriter(graph)
+    rw = Rewriter(graph)
     for node in graph.nodes:
         ins = [rw[v] for v in node.inputs]
         # (a node without inputs would be a source such as a random draw: never folded)
@@ -323,7 +314,7 @@ _RULES: dict[str, Rule] = {
 def algebra(graph: Graph) -> Graph:
     """``graph`` with the identities of `_RULES` applied (unused producers are left for
     dce)."""
-    rw = rewriter(graph)
+    rw = Rewriter(graph)
     for node in graph.nodes:
         rule = _RULES.get(node.op.name)
         new = rule(node, [rw[v] for v in node.inputs], rw) if rule is not None else None
