@@ -1,0 +1,1 @@
+"""Benchmarks: the reference workloads (W1-W8) and the code that times them."""
