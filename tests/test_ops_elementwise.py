@@ -636,3 +636,16 @@ def test_shape_error_of_variable_expression_names_the_building_line():
         gc.compile(d)(a=np.ones((2, 3), np.float32), b=np.ones((3, 2), np.float32))
     text = str(info.value)
     assert "maximum" in text and "(2, 3)" in text and "(3, 2)" in text and loc in text, text
+
+
+def test_sign_of_negative_zero_is_positive_zero_in_every_rendering():
+    # regression: the scalar expression returned x itself for zeros, so -0.0 kept its sign
+    from graphc.ops import registry
+    from graphc.ops import scalar as S
+    x = np.array([-0.0, 0.0, np.nan, -2.0, 3.0], np.float32)
+    expr = registry.get("sign").scalar(S.arg(0, "float32"))
+    got = S.evaluate(expr, [x], x.shape)
+    want = np.sign(x)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    np.testing.assert_array_equal(got, want)
+    assert not np.signbit(gc.sign(gc.array(x)).numpy()[0])

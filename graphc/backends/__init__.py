@@ -24,3 +24,4 @@ def get_backend(name: str | None = None) -> Backend:
 from . import reference  # noqa: E402,F401  (registers itself)
 
 __all__ = ["Backend", "Executable", "get_backend", "register_backend", "DEFAULT"]
+from .llvm import backend as _llvm_backend  # noqa: E402,F401  (registers itself)
