@@ -149,8 +149,9 @@ class _RecurrentCell(HybridBlock):
     _gates = 1
     _num_states = 1
 
-    def __init__(self, hidden_size: int, i2h_weight_initializer, h2h_weight_initializer,
-                 i2h_bias_initializer, h2h_bias_initializer, input_size: int, dtype):
+    def __init__(self, hidden_size: int, i2h_weight_initializer=None,
+                 h2h_weight_initializer=None, i2h_bias_initializer="zeros",
+                 h2h_bias_initializer="zeros", input_size: int = 0, dtype="float32"):
         super().__init__()
         name = type(self).__name__
         self._hidden_size = _positive_int(hidden_size, "hidden_size", name)
@@ -299,24 +300,12 @@ class LSTMCell(_RecurrentCell):
 
     _mode, _gates, _num_states = "lstm", 4, 2
 
-    def __init__(self, hidden_size: int, i2h_weight_initializer=None,
-                 h2h_weight_initializer=None, i2h_bias_initializer="zeros",
-                 h2h_bias_initializer="zeros", input_size: int = 0, dtype="float32"):
-        super().__init__(hidden_size, i2h_weight_initializer, h2h_weight_initializer,
-                         i2h_bias_initializer, h2h_bias_initializer, input_size, dtype)
-
 
 class GRUCell(_RecurrentCell):
     """GRU cell, gates stacked r, z, n, with Gluon's (cuDNN's) candidate
     ``n = tanh(x W_n + b_in + r * (h U_n + b_hn))`` and ``h' = (1 - z) * n + z * h``."""
 
     _mode, _gates = "gru", 3
-
-    def __init__(self, hidden_size: int, i2h_weight_initializer=None,
-                 h2h_weight_initializer=None, i2h_bias_initializer="zeros",
-                 h2h_bias_initializer="zeros", input_size: int = 0, dtype="float32"):
-        super().__init__(hidden_size, i2h_weight_initializer, h2h_weight_initializer,
-                         i2h_bias_initializer, h2h_bias_initializer, input_size, dtype)
 
 
 # -- layers ------------------------------------------------------------------------------
