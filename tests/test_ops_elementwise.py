@@ -649,3 +649,15 @@ def test_sign_of_negative_zero_is_positive_zero_in_every_rendering():
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
     np.testing.assert_array_equal(got, want)
     assert not np.signbit(gc.sign(gc.array(x)).numpy()[0])
+
+
+def test_sigmoid_does_not_overflow():
+    # regression: 1 / (1 + exp(-x)) overflowed exp (a RuntimeWarning) for x << 0
+    import warnings
+    x = np.array([-1000.0, -89.0, 0.0, 89.0, 1000.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gc.sigmoid(gc.array(x)).numpy()
+    with np.errstate(over="ignore"):
+        want = 1 / (1 + np.exp(-x.astype(np.float64)))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)

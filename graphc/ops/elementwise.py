@@ -94,6 +94,12 @@ def _gelu_tanh_grad(x):
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
 
 
+def _sigmoid_impl(xp, x):
+    """1 / (1 + e**-x) with z = e**-|x|, which never overflows (numpy would warn)."""
+    z = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
 # name: (impl, scalar, vjp(g, x, out), promote, doc)
 _UNARY = {
     "neg": (lambda xp, x: xp.negative(x), lambda x: -x,
@@ -122,7 +128,7 @@ _UNARY = {
             lambda g, x, out: (-g * sin(x),), promote_float, "cosine"),
     "tanh": (lambda xp, x: xp.tanh(x), lambda x: S.tanh(x),
              lambda g, x, out: (g * (1 - out * out),), promote_float, "hyperbolic tangent"),
-    "sigmoid": (lambda xp, x: 1 / (1 + xp.exp(-x)), lambda x: 1 / (1 + S.exp(-x)),
+    "sigmoid": (lambda xp, x: _sigmoid_impl(xp, x), lambda x: 1 / (1 + S.exp(-x)),
                 lambda g, x, out: (g * out * (1 - out),), promote_float, "1 / (1 + e**-x)"),
     "relu": (lambda xp, x: xp.maximum(x, 0), lambda x: S.smax(x, 0),
              lambda g, x, out: (where(x > 0, g, 0),), promote_arith, "max(x, 0)"),
