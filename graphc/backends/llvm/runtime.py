@@ -7,29 +7,35 @@ optimized with the host CPU's target machine (name and features) and the new pas
 manager at speed level 3, and loaded with MCJIT. A call runs the nodes in order: a
 compiled kernel is called through ctypes on freshly allocated outputs (a ``flat`` kernel
 after copying non-contiguous inputs to contiguous ones, a ``strided`` one with an
-element-stride table built per call); every other node — reductions, library ops
-(GEMM, convolution), injective ops, fused reduction and library kernels, and any kernel
-the code generator raised `codegen.Unsupported` for — runs with
-`graphc.backends.reference.Interpreter.run_node`, so every graph runs correctly.
+element-stride table built per call). Float reductions (single REDUCTION nodes and fused
+row-wise ``reduction`` kernels, see `reduce_codegen`) compile into the same module
+(`_RowKernel`: inputs made contiguous per call, a single reduction's axes moved last
+unless they are one block of a contiguous input; ``NATIVE_REDUCTIONS = False`` turns them
+off). Every other node — library ops (GEMM, convolution), injective ops, argmax/argmin,
+integer reductions, fused library kernels, and any kernel a code generator raised
+`codegen.Unsupported` for — runs with `graphc.backends.reference.Interpreter.run_node`, so
+every graph runs correctly.
 
 Not yet (issue 5): one native entry point per graph over the memory plan's arena (outputs
 are allocated per call and the memory plan is not used), cached data pointers (each call
-reads every array's pointer), threads, an on-disk cache, native reductions / row-wise /
-GEMM kernels. ``sanitize`` is accepted and ignored.
+reads every array's pointer), threads, an on-disk cache, native GEMM kernels.
+``sanitize`` is accepted and ignored.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 
 import llvmlite.binding as llvm
 import numpy as np
 
 from ... import dtypes as dt
 from ...graph import Graph, Node
+from ...ops.registry import Kind
 from ..base import Executable
 from ..reference import Interpreter
-from . import codegen
+from . import codegen, reduce_codegen
 
 _HOST: tuple | None = None
 
@@ -125,27 +131,126 @@ def _strides(ins: list[np.ndarray], spec: codegen.KernelSpec) -> np.ndarray:
     return table
 
 
+#: Whether REDUCTION nodes and fused ``reduction`` kernels run natively (`reduce_codegen`).
+NATIVE_REDUCTIONS = True
+
+
+def _is_reduction(node: Node) -> bool:
+    if node.body is not None:
+        return node.attrs.get("kind") == "reduction"
+    return node.op.kind is Kind.REDUCTION and node.op.reduction is not None
+
+
+def _reduction_kernel(node: Node, name: str, reducer) -> _RowKernel:
+    """A fused row-wise kernel or a single reduction node, emitted into ``reducer``."""
+    if node.body is not None:
+        spec, shape, axes = reduce_codegen.row_spec(node, name)
+        return _RowKernel(node, spec, reducer.add_rows(spec), None, shape, axes)
+    spec = reduce_codegen.single_spec(node, name)
+    return _RowKernel(node, spec, reducer.add_rows(spec), reducer.add_cols(spec), None, ())
+
+
+class _RowKernel:
+    """A compiled reduction (`reduce_codegen`): a row kernel, and for single reductions a
+    column kernel used when the reduced axes are one block of a contiguous input."""
+
+    def __init__(self, node, spec, rows_name, cols_name, shape, axes):
+        self.node, self.spec, self.rows_name, self.cols_name = node, spec, rows_name, cols_name
+        self.shape, self.axes = shape, axes  # a fused kernel's full shape and reduced axes
+        self.np_in = [dt.to_numpy(t.dtype) for t in spec.in_types]
+        self.np_out = [dt.to_numpy(v.dtype) for v in node.outputs]
+
+    def bind(self, module: NativeModule) -> _RowKernel:
+        ptrs = [ctypes.c_void_p] * (len(self.spec.in_types) + len(self.spec.outs))
+        i64 = ctypes.c_int64
+        self.rows = module.function(self.rows_name, ptrs + [i64, i64])
+        self.cols = module.function(self.cols_name, ptrs + [i64] * 3) if self.cols_name \
+            else None
+        return self
+
+    def run(self, env: dict) -> None:
+        if self.shape is None:
+            out = np.empty(self.node.outputs[0].type.shape, self.np_out[0])
+            env[id(self.node.outputs[0])] = out
+            return self._single(np.asarray(env[id(self.node.inputs[0])]), out)
+        shape, axes = self.shape, self.axes
+        keep = [i for i in range(len(shape)) if i not in axes]
+        perm = keep + list(axes)  # reduced axes last: identity for row-wise kernels
+        moved = perm != sorted(perm)
+        tshape = tuple(shape[i] for i in perm)
+        outs = [np.empty(tshape if lv == "full" else v.type.shape, d)
+                for v, d, (lv, _, _) in zip(self.node.outputs, self.np_out, self.spec.outs)]
+        rows, n = math.prod(tshape[:len(keep)]), math.prod(tshape[len(keep):])
+        if rows and outs:
+            args = []
+            for v, kind, d in zip(self.node.inputs, self.spec.in_kinds, self.np_in):
+                a = np.asarray(env[id(v)])
+                if kind == "col":
+                    a = a.reshape((1,) * (len(shape) - a.ndim) + a.shape)[(0,) * len(keep)]
+                    a = np.broadcast_to(a, tshape[len(keep):])
+                elif kind == "full":
+                    a = np.broadcast_to(a, shape).transpose(perm)
+                args.append(_native(a, d))
+            self.rows(*[a.ctypes.data for a in args], *[o.ctypes.data for o in outs], rows,
+                      n)
+        inverse = list(np.argsort(perm))
+        for v, o, (lv, _, _) in zip(self.node.outputs, outs, self.spec.outs):
+            env[id(v)] = np.ascontiguousarray(o.transpose(inverse)) if moved and \
+                lv == "full" else o
+
+    def _single(self, x: np.ndarray, out: np.ndarray) -> None:
+        if out.size == 0:
+            return
+        x = np.asarray(x, self.np_in[0])
+        x = x if x.flags.aligned else x.copy()
+        axes = set(self.node.attrs["axis"])
+        dims = [(d, i in axes) for i, d in enumerate(x.shape) if d != 1]
+        flags = [r for _, r in dims]
+        lo = flags.index(True) if True in flags else 0
+        hi = len(flags) - flags[::-1].index(True) if True in flags else 0
+        if self.cols is not None and x.flags.c_contiguous and lo < hi < len(flags) and \
+                all(flags[lo:hi]):  # (outer, m, inner) with inner > 1: fold whole rows
+            sizes = [d for d, _ in dims]
+            self.cols(x.ctypes.data, out.ctypes.data, math.prod(sizes[:lo]),
+                      math.prod(sizes[lo:hi]), math.prod(sizes[hi:]))
+            return
+        keep = [i for i in range(x.ndim) if i not in axes]
+        red = sorted(axes)
+        xt = np.ascontiguousarray(x.transpose(keep + red))
+        self.rows(xt.ctypes.data, out.ctypes.data, math.prod(x.shape[i] for i in keep),
+                  math.prod(x.shape[i] for i in red))
+
+
+def _native(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned array of the native ``dtype`` (copied if not)."""
+    a = np.ascontiguousarray(a, dtype)
+    return a if a.flags.aligned else a.copy()
+
+
 class LLVMExecutable(Executable):
     def __init__(self, graph: Graph, check: bool = True, sanitize: bool | None = None):
         super().__init__(graph)
         self.check = check
         self.interpreter = Interpreter(graph, check=False, sanitize=False)
         builder = codegen.ModuleBuilder(graph.name)
+        reducer = reduce_codegen.ReduceModuleBuilder(builder)
         pending = []
         for i, node in enumerate(graph.nodes):
-            if not codegen.is_elementwise_kernel(node):
-                continue
             try:
-                spec = codegen.kernel_spec(node, f"k{i}")
-                pending.append((i, node, spec, builder.add_kernel(spec)))
+                if codegen.is_elementwise_kernel(node):
+                    spec = codegen.kernel_spec(node, f"k{i}")
+                    pending.append((i, node, spec, builder.add_kernel(spec)))
+                elif NATIVE_REDUCTIONS and _is_reduction(node):
+                    pending.append((i, node, None, _reduction_kernel(node, f"k{i}", reducer)))
             except codegen.Unsupported:
                 continue
         #: node index -> compiled kernel; the other nodes run in the interpreter
-        self.kernels: dict[int, _Kernel] = {}
+        self.kernels: dict = {}
         self.module = None
         if pending:
             self.module = NativeModule(builder.module)
-            self.kernels = {i: _Kernel(node, spec, self.module, names)
+            self.kernels = {i: _Kernel(node, spec, self.module, names) if spec is not None
+                            else names.bind(self.module)
                             for i, node, spec, names in pending}
         self._steps = [(self.kernels.get(i), node) for i, node in enumerate(graph.nodes)]
 
