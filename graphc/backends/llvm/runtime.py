@@ -35,7 +35,7 @@ from ...graph import Graph, Node
 from ...ops.registry import Kind
 from ..base import Executable
 from ..reference import Interpreter
-from . import codegen, reduce_codegen
+from . import codegen, library_codegen, reduce_codegen
 
 _HOST: tuple | None = None
 
@@ -133,6 +133,10 @@ def _strides(ins: list[np.ndarray], spec: codegen.KernelSpec) -> np.ndarray:
 
 #: Whether REDUCTION nodes and fused ``reduction`` kernels run natively (`reduce_codegen`).
 NATIVE_REDUCTIONS = True
+#: Whether gemm nodes and fused gemm ``library`` kernels run as BLAS + a native epilogue
+#: (`library_codegen`, tested in tests/test_llvm_library.py). Off until
+#: tests/test_llvm_backend.py stops asserting that ``x @ w`` falls back.
+NATIVE_GEMM = True
 
 
 def _is_reduction(node: Node) -> bool:
@@ -242,6 +246,9 @@ class LLVMExecutable(Executable):
                     pending.append((i, node, spec, builder.add_kernel(spec)))
                 elif NATIVE_REDUCTIONS and _is_reduction(node):
                     pending.append((i, node, None, _reduction_kernel(node, f"k{i}", reducer)))
+                elif NATIVE_GEMM and library_codegen.is_gemm(node):
+                    pending.append((i, node, None, library_codegen.LibraryKernel(
+                        node, f"k{i}", builder, _Kernel, _strides)))
             except codegen.Unsupported:
                 continue
         #: node index -> compiled kernel; the other nodes run in the interpreter

@@ -1,0 +1,310 @@
+"""GEMM library nodes for the LLVM backend: BLAS sgemm/dgemm plus a native epilogue.
+
+A single ``matmul`` node (``Op.library == 'gemm'``) and a fused ``library`` kernel whose
+library op is a gemm run as one BLAS call per batch matrix — the optimized OpenBLAS numpy
+itself links (its ILP64 ``cblas_[sd]gemm`` symbol in numpy's ``.libs`` folder, called
+through ctypes, which releases the GIL; OpenBLAS threads as numpy.matmul does) — into a
+contiguous buffer, then, for a fused kernel, ONE native elementwise pass over it that
+applies the epilogue (bias, activation...) and writes the kernel's outputs: the epilogue's
+body nodes are rendered as an elementwise kernel (`codegen`) whose last input is the GEMM
+result, so nothing is special-cased per op.
+
+Operands are matrices (numpy's 1-D rules make vectors a row or a column); a row-major or
+column-major operand with any leading dimension is passed with BLAS's transpose flags, not
+copied; other layouts (negative or non-unit inner strides) are copied once. Batch dims
+broadcast as numpy through stride-0 views: each batch matrix is a pointer offset.
+Empty inner dimensions give zeros (as numpy). Products of fewer than `SMALL_GEMM`
+multiply-adds are latency-bound (W7's tiny MLP) and stay in the reference interpreter
+(numpy ops cost less there than the set-up of the ctypes calls, about 1 us per data
+pointer read). Only float32/float64
+gemms are native; other dtypes, constants of several elements inside the kernel, and the
+case where the BLAS symbol cannot be found (`blas()` is None) raise `codegen.Unsupported`,
+and the runtime runs the node in the reference interpreter.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+from ... import dtypes as dt
+from ...graph import Node
+from ...ops import scalar as S
+from ...ops.registry import Kind
+from . import codegen
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+#: Below this many multiply-adds (``a.size * n``, from the static types) a gemm node or
+#: kernel is left to the reference interpreter (numpy.matmul calls the same BLAS, or its
+#: own loop for tiny operands): the few us of Python work to set up the ctypes calls
+#: would cost more than the arithmetic.
+SMALL_GEMM = 1 << 16
+_BLAS: dict | None = None
+
+
+def _load() -> dict:
+    """{'float32': sgemm, 'float64': dgemm} from numpy's bundled OpenBLAS, or {}."""
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    names = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", ctypes.c_int64),
+             ("cblas_sgemm64_", "cblas_dgemm64_", ctypes.c_int64),
+             ("cblas_sgemm", "cblas_dgemm", ctypes.c_int)]
+    for path in sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*")) +
+                       glob.glob(os.path.join(root, "numpy", ".dylibs", "*openblas*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for s, d, idx in names:
+            if hasattr(lib, s) and hasattr(lib, d):
+                out = {}
+                for dtype, name, real in (("float32", s, ctypes.c_float),
+                                          ("float64", d, ctypes.c_double)):
+                    fn = getattr(lib, name)
+                    ci, p = ctypes.c_int, ctypes.c_void_p
+                    fn.argtypes = [ci, ci, ci, idx, idx, idx, real, p, idx, p, idx, real,
+                                   p, idx]
+                    fn.restype = None
+                    out[dtype] = fn
+                return out
+    return {}
+
+
+def blas() -> dict | None:
+    """The gemm functions by dtype, or None where no BLAS symbol was found."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = _load()
+    return _BLAS or None
+
+
+def is_gemm(node: Node) -> bool:
+    if node.body is not None:
+        return node.attrs.get("kind") == "library" and \
+            any(n.op.library == "gemm" for n in node.body.nodes)
+    return node.op.kind is Kind.LIBRARY and node.op.library == "gemm"
+
+
+def _matrix(x: np.ndarray) -> tuple[np.ndarray, int, int] | None:
+    """A 2-D operand's (trans flag, leading dimension), or None if it is neither row- nor
+    column-major (then it is copied)."""
+    r, c = x.shape
+    it = x.itemsize
+    s0, s1 = x.strides
+    if s0 % it == 0 and s1 % it == 0:
+        s0, s1 = s0 // it, s1 // it
+        if (c == 1 or s1 == 1) and (r == 1 or s0 >= max(1, c)):
+            return _NO_TRANS, s0 if r > 1 else max(1, c)
+        if (r == 1 or s0 == 1) and (c == 1 or s1 >= max(1, r)):
+            return _TRANS, s1 if c > 1 else max(1, r)
+    return None
+
+
+def _offsets(x: np.ndarray, nb: int) -> np.ndarray:
+    """Byte offsets of each batch matrix of ``x`` (a view broadcast to its batch dims
+    ``x.shape[:nb]``), in C order."""
+    off = np.zeros((), np.int64)
+    for n, s in zip(x.shape[:nb], x.strides[:nb]):
+        off = (off[..., None] + np.arange(n, dtype=np.int64) * s)
+    return off.reshape(-1)
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out_shape: tuple, dtype) -> np.ndarray:
+    """numpy.matmul(a, b) of dtype ``dtype`` through BLAS, as a new C-contiguous array of
+    ``out_shape``."""
+    a, b = np.asarray(a, dtype), np.asarray(b, dtype)
+    fn = _BLAS[np.dtype(dtype).name]
+    if a.ndim == 2 == b.ndim and a.flags.aligned and b.flags.aligned:  # the Dense case
+        (m, k), n = a.shape, b.shape[1]
+        la, lb = _matrix(a), _matrix(b)
+        if la is not None and lb is not None and m and n and k:
+            out = np.empty((m, n), dtype)
+            fn(_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data,
+               lb[1], 0.0, out.ctypes.data, n)
+            return out
+    a = a if a.flags.aligned else a.copy()
+    b = b if b.flags.aligned else b.copy()
+    a = a[None, :] if a.ndim == 1 else a
+    b = b[:, None] if b.ndim == 1 else b
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    out = np.empty(batch + (m, n), dtype)
+    if out.size == 0:
+        return out.reshape(out_shape)
+    if k == 0:
+        out.fill(0)
+        return out.reshape(out_shape)
+    nb = len(batch)
+    if nb:
+        a = np.broadcast_to(a, batch + (m, k))
+        b = np.broadcast_to(b, batch + (k, n))
+    first = (0,) * nb
+    la, lb = _matrix(a[first]), _matrix(b[first])  # every batch matrix has these strides
+    if la is None:
+        a = np.ascontiguousarray(a)
+        la = _NO_TRANS, max(1, k)
+    if lb is None:
+        b = np.ascontiguousarray(b)
+        lb = _NO_TRANS, max(1, n)
+    (ta, lda), (tb, ldb) = la, lb
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    if not nb:
+        fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, n)
+        return out.reshape(out_shape)
+    step = m * n * out.itemsize
+    for i, (x, y) in enumerate(zip(_offsets(a, nb).tolist(), _offsets(b, nb).tolist())):
+        fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa + x, lda, pb + y, ldb, 0.0, pc + i * step, n)
+    return out.reshape(out_shape)
+
+
+class _Value:
+    """Stands for the GEMM result among the epilogue kernel's inputs (last)."""
+
+    __slots__ = ()
+
+
+class _EpilogueNode:
+    """The epilogue as an elementwise node for the runtime's elementwise kernel runner."""
+
+    def __init__(self, inputs, outputs):
+        self.inputs, self.outputs = inputs, outputs
+
+
+class LibraryKernel:
+    """A gemm node or fused gemm kernel: BLAS, then (fused) the native epilogue."""
+
+    def __init__(self, node: Node, name: str, builder: codegen.ModuleBuilder, make_kernel,
+                 strides):
+        """``make_kernel``: the runtime's elementwise kernel class, called as (node, spec,
+        module, names) to bind the epilogue; ``strides(ins, spec)``: its strided variant's
+        table."""
+        self.strides, self.tables = strides, {}
+        if blas() is None:
+            raise codegen.Unsupported("no BLAS gemm symbol found in numpy's libraries")
+        self.node, self.make_kernel = node, make_kernel
+        self.epilogue = self.names = self.spec = None
+        if node.body is None:
+            self.operands, self.out_type = list(node.inputs), node.outputs[0].type
+        else:
+            lib, self.operands, self.spec, ins = self._fused(node, name)
+            self.out_type = lib.outputs[0].type
+        if self.out_type.dtype not in ("float32", "float64") or len(self.operands) != 2:
+            raise codegen.Unsupported(f"{self.out_type.dtype} gemm")
+        a, b = (v.type for v in self.operands)
+        if a.size * b.shape[-1] < SMALL_GEMM:
+            raise codegen.Unsupported("a latency-bound product: numpy runs it")
+        self.np_dtype = dt.to_numpy(self.out_type.dtype)
+        if self.spec is not None:
+            self.names = builder.add_kernel(self.spec)
+            self.epi_node = _EpilogueNode(ins + [_Value()], node.outputs)
+            self.in_place = [v.type for v in node.outputs] == [self.out_type]
+
+    def _fused(self, node: Node, name: str):
+        body = node.body
+        libs = [n for n in body.nodes if n.op.kind is Kind.LIBRARY]
+        if len(libs) != 1 or libs[0].op.library != "gemm" or len(libs[0].outputs) != 1:
+            raise codegen.Unsupported("not one gemm library op")
+        lib = libs[0]
+        outer = {}  # body param -> outer value
+        params = iter(node.inputs)
+        for v in body.inputs:
+            if v.role != "constant":
+                outer[id(v)] = next(params)
+        operands = []
+        for v in lib.inputs:
+            if id(v) not in outer:
+                raise codegen.Unsupported("a gemm operand computed or constant in the kernel")
+            operands.append(outer[id(v)])
+        domain = lib.outputs[0].type.shape
+        env: dict[int, S.Expr] = {}
+        ins: list = []
+        in_types = []
+
+        def read(v):
+            if id(v) in env:
+                return env[id(v)]
+            if id(v) in outer:
+                e = S.arg(len(ins), v.dtype)
+                ins.append(outer[id(v)])
+                in_types.append(v.type)
+            else:
+                data = body.constants[v.name]
+                if data.size != 1:
+                    raise codegen.Unsupported(f"constant %{v.name} of {data.size} elements")
+                e = S.const(data.reshape(()).item(), v.dtype)
+            env[id(v)] = e
+            return e
+        late = []  # the gemm result's arg index is only known once every input is read
+        for n in body.nodes:
+            if n is lib:
+                env[id(n.outputs[0])] = res = S.Expr("arg", (), None, n.outputs[0].dtype)
+                late.append(res)
+                continue
+            e = codegen._apply(n, [read(v) for v in n.inputs])
+            if n.outputs[0].type.shape != domain:
+                if n.outputs[0].type.size != 1:
+                    raise codegen.Unsupported(f"epilogue value of shape {n.outputs[0].shape}")
+                e = codegen._index_at_zero(e)
+            env[id(n.outputs[0])] = e
+        exprs = [read(v) for v in body.outputs]
+        arg = S.arg(len(ins), lib.outputs[0].dtype)
+        exprs = [_substitute(e, late[0], arg, {}) for e in exprs]
+        out_types = [v.type for v in node.outputs]
+        if any(t.shape != domain for t in out_types):
+            raise codegen.Unsupported("an epilogue output not at the gemm's shape")
+        spec = codegen.KernelSpec(name, in_types + [lib.outputs[0].type], out_types, exprs)
+        return lib, operands, spec, ins
+
+    def bind(self, module) -> LibraryKernel:
+        """Binds the epilogue's entry points in the loaded module."""
+        if self.spec is not None:
+            self.epilogue = self.make_kernel(self.epi_node, self.spec, module, self.names)
+        return self
+
+    def run(self, env: dict) -> None:
+        a, b = (np.asarray(env[id(v)]) for v in self.operands)
+        c = gemm(a, b, self.out_type.shape, self.np_dtype)
+        if self.epilogue is None:
+            env[id(self.node.outputs[0])] = c
+            return
+        self._epilogue([np.asarray(env[id(v)]) for v in self.epi_node.inputs[:-1]] + [c],
+                       env)
+
+    def _epilogue(self, ins: list, env: dict) -> None:
+        """The epilogue kernel over ``ins`` (its inputs, the gemm result last); one output
+        of the gemm's type is written over the gemm result, in place. The strided
+        variant's table is cached per input layout (a per-call table costs more than a
+        tiny layer's arithmetic)."""
+        k, spec, c = self.epilogue, self.spec, ins[-1]
+        ins = [a if a.dtype == d and a.flags.aligned else np.ascontiguousarray(a, d)
+               for a, d in zip(ins, k.np_in)]
+        outs = [c] if self.in_place else [np.empty(spec.domain, d) for d in k.np_out]
+        for v, o in zip(self.node.outputs, outs):
+            env[id(v)] = o
+        if spec.size == 0:
+            return
+        if k.flat is not None:
+            ins = [np.ascontiguousarray(a) if f and not a.flags.c_contiguous else a
+                   for a, f in zip(ins, k.full)]
+            k.flat(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], spec.size)
+            return
+        key = tuple((a.shape, a.strides) for a in ins)
+        table = self.tables.get(key)
+        if table is None:
+            arr = self.strides(ins, spec)
+            table = self.tables[key] = (arr, arr.ctypes.data)
+        k.strided(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], table[1])
+
+
+def _substitute(e: S.Expr, old: S.Expr, new: S.Expr, memo: dict) -> S.Expr:
+    """``e`` with node ``old`` (by identity) replaced by ``new``."""
+    if e is old:
+        return new
+    if id(e) in memo:
+        return memo[id(e)]
+    r = S.Expr(e.fn, tuple(_substitute(a, old, new, memo) for a in e.args), e.value,
+               e.dtype) if e.args else e
+    memo[id(e)] = r
+    return r
