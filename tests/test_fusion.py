@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_serialize import _slots
 
 import graphc as gc
 from graphc import nn
@@ -669,15 +670,6 @@ def test_fused_body_nesting_limit(monkeypatch):
 def _single(g: Graph) -> Graph:
     g.outputs = g.outputs[:1]
     return g
-
-
-def _slots(obj, out):
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
-        if isinstance(obj, list) else ()
-    for k, v in items:
-        out.append((obj, k))
-        _slots(v, out)
-    return out
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

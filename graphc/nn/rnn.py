@@ -313,10 +313,14 @@ class GRUCell(_RecurrentCell):
 class _RNNLayer(HybridBlock):
     """A stack of recurrent layers over a sequence; see `RNN`, `LSTM`, `GRU`."""
 
-    def __init__(self, hidden_size: int, num_layers: int, layout: str, dropout,
-                 bidirectional: bool, input_size: int, i2h_weight_initializer,
-                 h2h_weight_initializer, i2h_bias_initializer, h2h_bias_initializer,
-                 mode: str, dtype):
+    _mode = ""  # 'lstm', 'gru' (RNN passes 'rnn_relu' / 'rnn_tanh')
+
+    def __init__(self, hidden_size: int, num_layers: int = 1, layout: str = "TNC",
+                 dropout=0, bidirectional: bool = False, input_size: int = 0,
+                 i2h_weight_initializer=None, h2h_weight_initializer=None,
+                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros",
+                 mode: str | None = None, dtype="float32"):
+        mode = mode or self._mode
         super().__init__()
         name = type(self).__name__
         self._hidden_size = _positive_int(hidden_size, "hidden_size", name)
@@ -460,26 +464,12 @@ class RNN(_RNNLayer):
 class LSTM(_RNNLayer):
     """Multi-layer LSTM over a sequence, gates i, f, g, o as Gluon; states ``[h, c]``."""
 
-    def __init__(self, hidden_size: int, num_layers: int = 1, layout: str = "TNC",
-                 dropout=0, bidirectional: bool = False, input_size: int = 0,
-                 i2h_weight_initializer=None, h2h_weight_initializer=None,
-                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros",
-                 dtype="float32"):
-        super().__init__(hidden_size, num_layers, layout, dropout, bidirectional, input_size,
-                         i2h_weight_initializer, h2h_weight_initializer,
-                         i2h_bias_initializer, h2h_bias_initializer, "lstm", dtype)
+    _mode = "lstm"
 
 
 class GRU(_RNNLayer):
     """Multi-layer GRU over a sequence, gates r, z, n and candidate as Gluon/cuDNN:
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``."""
 
-    def __init__(self, hidden_size: int, num_layers: int = 1, layout: str = "TNC",
-                 dropout=0, bidirectional: bool = False, input_size: int = 0,
-                 i2h_weight_initializer=None, h2h_weight_initializer=None,
-                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros",
-                 dtype="float32"):
-        super().__init__(hidden_size, num_layers, layout, dropout, bidirectional, input_size,
-                         i2h_weight_initializer, h2h_weight_initializer,
-                         i2h_bias_initializer, h2h_bias_initializer, "gru", dtype)
+    _mode = "gru"
 

@@ -175,12 +175,9 @@ class _EpilogueNode:
 class LibraryKernel:
     """A gemm node or fused gemm kernel: BLAS, then (fused) the native epilogue."""
 
-    def __init__(self, node: Node, name: str, builder: codegen.ModuleBuilder, make_kernel,
-                 strides):
+    def __init__(self, node: Node, name: str, builder: codegen.ModuleBuilder, make_kernel):
         """``make_kernel``: the runtime's elementwise kernel class, called as (node, spec,
-        module, names) to bind the epilogue; ``strides(ins, spec)``: its strided variant's
-        table."""
-        self.strides, self.tables = strides, {}
+        module, names) to bind the epilogue (its ``launch`` runs it)."""
         if blas() is None:
             raise codegen.Unsupported("no BLAS gemm symbol found in numpy's libraries")
         self.node, self.make_kernel = node, make_kernel
@@ -274,28 +271,10 @@ class LibraryKernel:
 
     def _epilogue(self, ins: list, env: dict) -> None:
         """The epilogue kernel over ``ins`` (its inputs, the gemm result last); one output
-        of the gemm's type is written over the gemm result, in place. The strided
-        variant's table is cached per input layout (a per-call table costs more than a
-        tiny layer's arithmetic)."""
-        k, spec, c = self.epilogue, self.spec, ins[-1]
-        ins = [a if a.dtype == d and a.flags.aligned else np.ascontiguousarray(a, d)
-               for a, d in zip(ins, k.np_in)]
-        outs = [c] if self.in_place else [np.empty(spec.domain, d) for d in k.np_out]
+        of the gemm's type is written over the gemm result, in place."""
+        outs = self.epilogue.launch(ins, [ins[-1]] if self.in_place else None)
         for v, o in zip(self.node.outputs, outs):
             env[id(v)] = o
-        if spec.size == 0:
-            return
-        if k.flat is not None:
-            ins = [np.ascontiguousarray(a) if f and not a.flags.c_contiguous else a
-                   for a, f in zip(ins, k.full)]
-            k.flat(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], spec.size)
-            return
-        key = tuple((a.shape, a.strides) for a in ins)
-        table = self.tables.get(key)
-        if table is None:
-            arr = self.strides(ins, spec)
-            table = self.tables[key] = (arr, arr.ctypes.data)
-        k.strided(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], table[1])
 
 
 def _substitute(e: S.Expr, old: S.Expr, new: S.Expr, memo: dict) -> S.Expr:

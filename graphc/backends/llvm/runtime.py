@@ -78,7 +78,7 @@ class NativeModule:
 class _Kernel:
     """A compiled elementwise node: its spec and entry points."""
 
-    __slots__ = ("node", "spec", "flat", "strided", "np_in", "np_out", "full")
+    __slots__ = ("node", "spec", "flat", "strided", "np_in", "np_out", "full", "tables")
 
     def __init__(self, node: Node, spec: codegen.KernelSpec, module: NativeModule,
                  names: dict[str, str]):
@@ -92,27 +92,39 @@ class _Kernel:
         self.np_in = [dt.to_numpy(t.dtype) for t in spec.in_types]
         self.np_out = [dt.to_numpy(t.dtype) for t in spec.out_types]
         self.full = [t.shape == spec.domain and t.size != 1 for t in spec.in_types]
+        self.tables: dict[tuple, tuple] = {}
 
     def run(self, env: dict) -> None:
+        outs = self.launch([np.asarray(env[id(v)]) for v in self.node.inputs])
+        for v, o in zip(self.node.outputs, outs):
+            env[id(v)] = o
+
+    def launch(self, ins: list, outs: list | None = None) -> list:
+        """Run the kernel on arrays ``ins`` into ``outs`` (new arrays when None). The
+        strided variant's table is cached per input layout: building one per call costs
+        more than a tiny kernel's arithmetic."""
         spec = self.spec
-        ins = [np.asarray(env[id(v)]) for v in self.node.inputs]
         # the code reads native-endian, aligned elements (aligned: strides are multiples
         # of the item size, which the stride table needs)
         ins = [a if a.dtype == d and a.flags.aligned else np.ascontiguousarray(a, d)
                for a, d in zip(ins, self.np_in)]
-        outs = [np.empty(spec.domain, d) for d in self.np_out]
-        for v, o in zip(self.node.outputs, outs):
-            env[id(v)] = o
+        if outs is None:
+            outs = [np.empty(spec.domain, d) for d in self.np_out]
         if spec.size == 0:
-            return
+            return outs
         if self.flat is not None:
             ins = [np.ascontiguousarray(a) if f and not a.flags.c_contiguous else a
                    for a, f in zip(ins, self.full)]
             self.flat(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs],
                       spec.size)
-        else:
-            self.strided(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs],
-                         _strides(ins, spec).ctypes.data)
+            return outs
+        key = tuple((a.shape, a.strides) for a in ins)
+        table = self.tables.get(key)
+        if table is None:
+            arr = _strides(ins, spec)
+            table = self.tables[key] = (arr, arr.ctypes.data)
+        self.strided(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], table[1])
+        return outs
 
 
 def _strides(ins: list[np.ndarray], spec: codegen.KernelSpec) -> np.ndarray:
@@ -248,7 +260,7 @@ class LLVMExecutable(Executable):
                     pending.append((i, node, None, _reduction_kernel(node, f"k{i}", reducer)))
                 elif NATIVE_GEMM and library_codegen.is_gemm(node):
                     pending.append((i, node, None, library_codegen.LibraryKernel(
-                        node, f"k{i}", builder, _Kernel, _strides)))
+                        node, f"k{i}", builder, _Kernel)))
             except codegen.Unsupported:
                 continue
         #: node index -> compiled kernel; the other nodes run in the interpreter
