@@ -34,7 +34,7 @@ from ...graph import Graph, Node
 from ...ops.registry import Kind
 from ..base import Executable
 from ..reference import Interpreter
-from . import codegen, library_codegen, reduce_codegen
+from . import codegen, conv_codegen, library_codegen, reduce_codegen
 from .native_module import NativeModule
 
 
@@ -223,6 +223,9 @@ class LLVMExecutable(Executable):
                     pending.append((i, node, None, _reduction_kernel(node, f"k{i}", reducer)))
                 elif NATIVE_GEMM and library_codegen.is_gemm(node):
                     pending.append((i, node, None, library_codegen.LibraryKernel(
+                        node, f"k{i}", builder, _Kernel)))
+                elif conv_codegen.handles(node):
+                    pending.append((i, node, None, conv_codegen.ConvKernel(
                         node, f"k{i}", builder, _Kernel)))
             except codegen.Unsupported:
                 continue
