@@ -7,7 +7,9 @@ the reference backend.
 - fused Dense epilogues (bias, relu, tanh, sigmoid) through ``gc.jit(..., backend='llvm')``:
   one native kernel, equal to the reference within float tolerance;
 - the model suite forward at opt level 2;
-each through the ctypes BLAS call and as a small product left to the interpreter.
+each three ways: in the executable's native program (BLAS called from generated code),
+and node by node from Python, through the ctypes BLAS call and as a small product left
+to numpy.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ pytestmark = pytest.mark.skipif(library_codegen.blas() is None,
 TOL = {"float32": 2e-5, "float64": 1e-12}
 
 
-@pytest.fixture(autouse=True, params=["blas", "small"])
+@pytest.fixture(autouse=True, params=["program", "blas", "small"])
 def _path(request, monkeypatch):
-    """Every case runs through the ctypes BLAS call, and as a latency-bound product
-    (under `SMALL_GEMM`: the interpreter)."""
+    """Every case runs in the native program, and node by node through the ctypes BLAS
+    call and as a latency-bound product (under `SMALL_GEMM`: numpy)."""
     monkeypatch.setattr(runtime, "NATIVE_GEMM", True)
+    monkeypatch.setattr(runtime, "PROGRAM", request.param == "program")
     monkeypatch.setattr(library_codegen, "SMALL_GEMM", 0 if request.param == "blas"
                         else 1 << 62)
 
@@ -43,7 +46,7 @@ def _check(fn, *args, native: bool = True):
         assert (g.shape, g.dtype) == (w.shape, w.dtype)
         tol = TOL[w.dtype.name] * max(1, args[0].shape[-1]) ** 0.5
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
-    if native and library_codegen.SMALL_GEMM == 0:
+    if native:
         exe = f.compiled(*args)
         assert not [n for n in exe.fallback_nodes if n.op.library == "gemm" or
                     n.attrs.get("kind") == "library"]
@@ -127,7 +130,9 @@ def test_dense_epilogues_fuse_and_match(case, shape, dtype):
     exe = gc.jit(fn, backend="llvm").compiled(x, w, b)
     kinds = [n.attrs.get("kind") for n in exe.graph.nodes if n.body is not None]
     assert "library" in kinds
-    assert bool(exe.fallback_nodes) == (library_codegen.SMALL_GEMM > 0)
+    assert not exe.fallback_nodes
+    if runtime.PROGRAM:   # BLAS and the epilogue called from one native segment
+        assert {s[0] for s in exe.program.schedule} <= {"native"}
 
 
 def test_epilogue_nan_inf_and_non_contiguous():

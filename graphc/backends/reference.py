@@ -24,8 +24,10 @@ from .base import Backend, Executable
 
 
 class Interpreter(Executable):
-    def __init__(self, graph: Graph, check: bool = True, sanitize: bool | None = None):
+    def __init__(self, graph: Graph, check: bool = True, sanitize: bool | None = None,
+                 memory_plan=None):
         super().__init__(graph)
+        self.memory_plan = memory_plan
         self.check = check
         if sanitize is None:
             sanitize = os.environ.get("GRAPHC_SANITIZE", "") not in ("", "0")

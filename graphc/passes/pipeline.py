@@ -113,7 +113,7 @@ def compile_graph(graph: Graph, backend: str | None = None, *, opt_level: int | 
     plan = plan_memory(optimized, source=graph, donate=donate)
     if sanitize is not None:
         backend_options["sanitize"] = sanitize
-    exe = get_backend(backend).compile(optimized, **backend_options)
+    exe = get_backend(backend).compile(optimized, memory_plan=plan, **backend_options)
     exe.source_graph = graph
     exe.memory_plan = plan
     return exe

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import math
 import os
 
 import numpy as np
@@ -45,8 +46,14 @@ SMALL_GEMM = 1 << 16
 _BLAS: dict | None = None
 
 
+#: dtype -> (symbol name, index type) of the gemm functions, registered with LLVM so
+#: generated code (`program` segments) calls them directly.
+SYMBOLS: dict[str, tuple[str, str]] = {}
+
+
 def _load() -> dict:
-    """{'float32': sgemm, 'float64': dgemm} from numpy's bundled OpenBLAS, or {}."""
+    """{'float32': sgemm, 'float64': dgemm} from numpy's bundled OpenBLAS, or {}; their
+    symbols are registered with LLVM (`SYMBOLS`)."""
     root = os.path.dirname(os.path.dirname(np.__file__))
     names = [("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", ctypes.c_int64),
              ("cblas_sgemm64_", "cblas_dgemm64_", ctypes.c_int64),
@@ -68,8 +75,16 @@ def _load() -> dict:
                                    p, idx]
                     fn.restype = None
                     out[dtype] = fn
+                    _register(name, ctypes.cast(fn, ctypes.c_void_p).value,
+                              "i64" if idx is ctypes.c_int64 else "i32", dtype)
                 return out
     return {}
+
+
+def _register(name: str, address: int, index: str, dtype: str) -> None:
+    import llvmlite.binding as llvm
+    llvm.add_symbol(name, address)
+    SYMBOLS[dtype] = (name, index)
 
 
 def blas() -> dict | None:
@@ -190,8 +205,8 @@ class LibraryKernel:
         if self.out_type.dtype not in ("float32", "float64") or len(self.operands) != 2:
             raise codegen.Unsupported(f"{self.out_type.dtype} gemm")
         a, b = (v.type for v in self.operands)
-        if a.size * b.shape[-1] < SMALL_GEMM:
-            raise codegen.Unsupported("a latency-bound product: numpy runs it")
+        #: run from Python by numpy (see `SMALL_GEMM`); native segments call BLAS anyway
+        self.small = a.size * b.shape[-1] < SMALL_GEMM
         self.np_dtype = dt.to_numpy(self.out_type.dtype)
         if self.spec is not None:
             self.names = builder.add_kernel(self.spec)
@@ -260,9 +275,60 @@ class LibraryKernel:
             self.epilogue = self.make_kernel(self.epi_node, self.spec, module, self.names)
         return self
 
+    def calls(self, at) -> list | None:
+        """BLAS calls (one per batch matrix) and the epilogue as native `program.Call`s over
+        static locations ``at``, or None when an operand's layout needs a copy."""
+        from .program import Call, Loc, elementwise_calls
+        dtype = self.np_dtype
+        la, lb = (at.loc[v.name] for v in self.operands)
+        a, b = la.array, lb.array
+        if not all(x.dtype == dtype and x.dtype.isnative and x.flags.aligned for x in (a, b)):
+            return None
+        a = a[None, :] if a.ndim == 1 else a
+        b = b[:, None] if b.ndim == 1 else b
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        nb = len(batch)
+        outs = [at.loc[v.name] for v in self.node.outputs]
+        if self.spec is None or self.in_place:
+            c = outs[0]
+            if not c.contiguous:
+                return None
+        else:
+            scratch = np.empty(self.out_type.shape, dtype)
+            c = Loc(at.new_slot(scratch), 0, scratch)
+        calls = []
+        if m and n and math.prod(batch):
+            if k == 0:
+                return None
+            a = np.broadcast_to(a, batch + (m, k))
+            b = np.broadcast_to(b, batch + (k, n))
+            first = (0,) * nb
+            ma, mb = _matrix(a[first]), _matrix(b[first])
+            offsets = list(zip(_offsets(a, nb).tolist(), _offsets(b, nb).tolist()))
+            if ma is None or mb is None or len(offsets) > 1024:
+                return None
+            sym, idx = SYMBOLS[dtype.name]
+            real = "f32" if dtype == np.float32 else "f64"
+            step = m * n * dtype.itemsize
+            calls = [Call(sym, (("i32", _ROW_MAJOR), ("i32", ma[0]), ("i32", mb[0]),
+                                (idx, m), (idx, n), (idx, k), (real, 1.0), la.at(x),
+                                (idx, ma[1]), lb.at(y), (idx, mb[1]), (real, 0.0),
+                                c.at(i * step), (idx, n)))
+                     for i, (x, y) in enumerate(offsets)]
+        if self.spec is None:
+            return calls
+        ins = [at.loc[v.name] for v in self.epi_node.inputs[:-1]] + [c]
+        epilogue = elementwise_calls(self.spec, self.names, ins, outs)
+        return None if epilogue is None else calls + epilogue
+
     def run(self, env: dict) -> None:
         a, b = (np.asarray(env[id(v)]) for v in self.operands)
-        c = gemm(a, b, self.out_type.shape, self.np_dtype)
+        if self.small:   # numpy's matmul costs less than the ctypes set-up here
+            c = np.asarray(np.matmul(a, b), self.np_dtype)   # (1-D @ 1-D: a scalar)
+            c = c if c.flags.c_contiguous and c.flags.writeable else c.copy()
+        else:
+            c = gemm(a, b, self.out_type.shape, self.np_dtype)
         if self.epilogue is None:
             env[id(self.node.outputs[0])] = c
             return

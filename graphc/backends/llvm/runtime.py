@@ -36,26 +36,52 @@ from ..base import Executable
 from ..reference import Interpreter
 from . import codegen, conv_codegen, library_codegen, reduce_codegen
 from .native_module import NativeModule
+from .program import (
+    Call,
+    Loc,
+    Locations,
+    NotStatic,
+    Program,
+    elementwise_calls,
+    emit_segment,
+    strides_table,
+)
 
 
 class _Kernel:
     """A compiled elementwise node: its spec and entry points."""
 
-    __slots__ = ("node", "spec", "flat", "strided", "np_in", "np_out", "full", "tables")
+    __slots__ = ("node", "spec", "flat", "strided", "np_in", "np_out", "full", "tables",
+                 "names")
 
-    def __init__(self, node: Node, spec: codegen.KernelSpec, module: NativeModule,
+    def __init__(self, node: Node, spec: codegen.KernelSpec, module: NativeModule | None,
                  names: dict[str, str]):
-        n = len(spec.in_types) + len(spec.out_types)
-        self.node, self.spec = node, spec
-        ptrs = [ctypes.c_void_p] * n
-        self.flat = module.function(names["flat"], ptrs + [ctypes.c_int64]) \
-            if "flat" in names else None
-        self.strided = module.function(names["strided"], ptrs + [ctypes.c_void_p]) \
-            if "strided" in names else None
+        """``module``: the loaded module, or None to `bind` it later."""
+        self.node, self.spec, self.names = node, spec, names
         self.np_in = [dt.to_numpy(t.dtype) for t in spec.in_types]
         self.np_out = [dt.to_numpy(t.dtype) for t in spec.out_types]
         self.full = [t.shape == spec.domain and t.size != 1 for t in spec.in_types]
         self.tables: dict[tuple, tuple] = {}
+        self.flat = self.strided = None
+        if module is not None:
+            self.bind(module)
+
+    def bind(self, module: NativeModule) -> _Kernel:
+        n = len(self.spec.in_types) + len(self.spec.out_types)
+        ptrs = [ctypes.c_void_p] * n
+        names = self.names
+        self.flat = module.function(names["flat"], ptrs + [ctypes.c_int64]) \
+            if "flat" in names else None
+        self.strided = module.function(names["strided"], ptrs + [ctypes.c_void_p]) \
+            if "strided" in names else None
+        return self
+
+    def calls(self, at: Locations) -> list[Call] | None:
+        """The native call computing this kernel over static locations ``at`` (see
+        `program`), or None when the layouts need Python."""
+        return elementwise_calls(self.spec, self.names,
+                                 [at.loc[v.name] for v in self.node.inputs],
+                                 [at.loc[v.name] for v in self.node.outputs])
 
     def run(self, env: dict) -> None:
         outs = self.launch([np.asarray(env[id(v)]) for v in self.node.inputs])
@@ -84,26 +110,10 @@ class _Kernel:
         key = tuple((a.shape, a.strides) for a in ins)
         table = self.tables.get(key)
         if table is None:
-            arr = _strides(ins, spec)
+            arr = strides_table(spec.domain, ins)
             table = self.tables[key] = (arr, arr.ctypes.data)
         self.strided(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], table[1])
         return outs
-
-
-def _strides(ins: list[np.ndarray], spec: codegen.KernelSpec) -> np.ndarray:
-    """The strided variant's table: the domain's dims, then each input's element strides
-    broadcast to the domain (0 on broadcast axes)."""
-    ndim = len(spec.domain)
-    table = np.zeros((len(ins) + 1, ndim), np.int64)
-    table[0] = spec.domain
-    for j, a in enumerate(ins, 1):
-        if a.size == 1:
-            continue
-        lead = ndim - a.ndim
-        for k, (n, s) in enumerate(zip(a.shape, a.strides)):
-            if n != 1:
-                table[j, lead + k] = s // a.itemsize
-    return table
 
 
 #: Whether REDUCTION nodes and fused ``reduction`` kernels run natively (`reduce_codegen`).
@@ -146,6 +156,52 @@ class _RowKernel:
         self.cols = module.function(self.cols_name, ptrs + [i64] * 3) if self.cols_name \
             else None
         return self
+
+    def calls(self, at) -> list[Call] | None:
+        """The row (or column) kernel call over static locations ``at`` when every input
+        is already in the layout the kernel reads; None when Python must copy."""
+        ins = [at.loc[v.name] for v in self.node.inputs]
+        outs = [at.loc[v.name] for v in self.node.outputs]
+        if not all(o.contiguous for o in outs) or not all(
+                a.array.dtype == d and a.array.flags.aligned for a, d in zip(ins, self.np_in)):
+            return None
+        if self.shape is None:
+            return self._single_calls(ins[0], outs[0])
+        shape, axes = self.shape, self.axes
+        keep = [i for i in range(len(shape)) if i not in axes]
+        if keep + list(axes) != list(range(len(shape))):
+            return None   # reduced axes not last: Python moves them
+        rows, n = math.prod(shape[:len(keep)]), math.prod(shape[len(keep):])
+        if not rows or not outs:
+            return []
+        need = {"full": math.prod(shape), "col": n, "row": rows, "scalar": 1}
+        for a, kind in zip(ins, self.spec.in_kinds):
+            if not a.contiguous or a.array.size != need[kind] or \
+                    kind == "full" and a.array.shape != shape:
+                return None
+        return [Call(self.rows_name, (*[a.at(0) for a in ins], *[o.at(0) for o in outs],
+                                      ("i64", rows), ("i64", n)))]
+
+    def _single_calls(self, x: Loc, out: Loc) -> list[Call] | None:
+        if out.array.size == 0:
+            return []
+        if not x.contiguous:
+            return None
+        axes = set(self.node.attrs["axis"])
+        dims = [(d, i in axes) for i, d in enumerate(x.array.shape) if d != 1]
+        flags = [r for _, r in dims]
+        sizes = [d for d, _ in dims]
+        lo = flags.index(True) if True in flags else 0
+        hi = len(flags) - flags[::-1].index(True) if True in flags else 0
+        i64 = "i64"
+        if self.cols_name and lo < hi < len(flags) and all(flags[lo:hi]):
+            return [Call(self.cols_name, (x.at(0), out.at(0), (i64, math.prod(sizes[:lo])),
+                                          (i64, math.prod(sizes[lo:hi])),
+                                          (i64, math.prod(sizes[hi:]))))]
+        if flags != sorted(flags):
+            return None   # reduced axes between kept ones: Python transposes
+        n = math.prod(d for i, d in enumerate(x.array.shape) if i in axes)
+        return [Call(self.rows_name, (x.at(0), out.at(0), (i64, out.array.size), (i64, n)))]
 
     def run(self, env: dict) -> None:
         if self.shape is None:
@@ -206,38 +262,82 @@ def _native(a: np.ndarray, dtype) -> np.ndarray:
     return a if a.flags.aligned else a.copy()
 
 
+#: Whether executables run as one native program over the memory plan's arena
+#: (`program`); off, every kernel is called from Python on fresh arrays.
+PROGRAM = True
+
+
 class LLVMExecutable(Executable):
-    def __init__(self, graph: Graph, check: bool = True, sanitize: bool | None = None):
+    def __init__(self, graph: Graph, check: bool = True, sanitize: bool | None = None,
+                 memory_plan=None):
         super().__init__(graph)
         self.check = check
         self.interpreter = Interpreter(graph, check=False, sanitize=False)
         builder = codegen.ModuleBuilder(graph.name)
         reducer = reduce_codegen.ReduceModuleBuilder(builder)
-        pending = []
+        #: node index -> compiled kernel; the other nodes run in the interpreter
+        self.kernels: dict = {}
         for i, node in enumerate(graph.nodes):
             try:
                 if codegen.is_elementwise_kernel(node):
                     spec = codegen.kernel_spec(node, f"k{i}")
-                    pending.append((i, node, spec, builder.add_kernel(spec)))
+                    self.kernels[i] = _Kernel(node, spec, None, builder.add_kernel(spec))
                 elif NATIVE_REDUCTIONS and _is_reduction(node):
-                    pending.append((i, node, None, _reduction_kernel(node, f"k{i}", reducer)))
+                    self.kernels[i] = _reduction_kernel(node, f"k{i}", reducer)
                 elif NATIVE_GEMM and library_codegen.is_gemm(node):
-                    pending.append((i, node, None, library_codegen.LibraryKernel(
-                        node, f"k{i}", builder, _Kernel)))
+                    self.kernels[i] = library_codegen.LibraryKernel(node, f"k{i}", builder,
+                                                                    _Kernel)
                 elif conv_codegen.handles(node):
-                    pending.append((i, node, None, conv_codegen.ConvKernel(
-                        node, f"k{i}", builder, _Kernel)))
+                    self.kernels[i] = conv_codegen.ConvKernel(node, f"k{i}", builder, _Kernel)
             except codegen.Unsupported:
                 continue
-        #: node index -> compiled kernel; the other nodes run in the interpreter
-        self.kernels: dict = {}
+        self.program = None
+        if PROGRAM and not sanitize:
+            from ...passes.memory import plan_memory
+            self.memory_plan = memory_plan or plan_memory(graph)
+            try:
+                self.program = self._program(builder)
+            except NotStatic:
+                pass
         self.module = None
-        if pending:
+        if self.kernels or self.program is not None:
             self.module = NativeModule(builder.module)
-            self.kernels = {i: _Kernel(node, spec, self.module, names) if spec is not None
-                            else names.bind(self.module)
-                            for i, node, spec, names in pending}
+            for kernel in self.kernels.values():
+                kernel.bind(self.module)
+            if self.program is not None:
+                self.program.bind(self.module)
         self._steps = [(self.kernels.get(i), node) for i, node in enumerate(graph.nodes)]
+
+    def _program(self, builder: codegen.ModuleBuilder) -> Program:
+        """Every kernel that can run on the plan's static locations, as native segments
+        between the steps that need Python."""
+        plan, graph = self.memory_plan, self.graph
+        at = Locations(graph, plan, _run_view)
+        schedule: list = []
+        calls: list = []
+        module = builder.module
+        kernel_functions = [f for f in module.functions if not f.is_declaration]
+
+        def flush():
+            if calls:
+                name = f"seg{len(schedule)}"
+                schedule.append(("native", emit_segment(module, name, calls, {})))
+                calls.clear()
+        for i in plan.order:
+            node = graph.nodes[i]
+            if all(v.name in plan.aliases for v in node.outputs):
+                continue   # a view: its location is static, nothing runs
+            kernel = self.kernels.get(i)
+            native = kernel.calls(at) if kernel is not None else None
+            if native is None:
+                flush()
+                schedule.append(("python", node, kernel))
+            else:
+                calls.extend(native)
+        flush()
+        for f in kernel_functions:   # constant sizes in segments must not be inlined
+            f.attributes.add("noinline")  # into kernels: LLVM would unroll small loops
+        return Program(at, schedule, graph.outputs)
 
     @property
     def optimized_ir(self) -> str:
@@ -251,6 +351,8 @@ class LLVMExecutable(Executable):
     def __call__(self, *arrays) -> list:
         if self.check:
             self.check_inputs(arrays)
+        if self.program is not None:
+            return self.fresh_outputs(self.program.run(arrays, self._run_python))
         env = {id(v): a for v, a in zip(self.runtime_inputs, arrays)}
         for v in self.graph.inputs:
             if v.role == "constant":
@@ -262,3 +364,15 @@ class LLVMExecutable(Executable):
             else:
                 kernel.run(env)
         return self.fresh_outputs([env[id(v)] for v in self.graph.outputs])
+
+    def _run_python(self, node: Node, kernel, env: dict) -> None:
+        if kernel is None:
+            self.interpreter.run_node(node, env, np)
+        else:
+            kernel.run(env)
+
+
+def _run_view(node: Node, arrays: list) -> tuple:
+    """A view node's results over ``arrays`` (to find where views point)."""
+    out = node.op.impl(np, *arrays, **node.attrs)
+    return out if isinstance(out, tuple) else (out,)

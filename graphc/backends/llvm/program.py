@@ -1,0 +1,384 @@
+"""One native entry point per compiled graph, over the memory plan's arena.
+
+The runtime's kernels (`runtime._Kernel`, `runtime._RowKernel`, `library_codegen`...) can
+each run from Python on numpy arrays. A `Program` runs them without Python instead: every
+value of the graph gets a static *location* — a slot of a pointer table plus a byte offset,
+with the layout (shape, strides) the value has there — and each kernel that can run on
+those static locations describes its work as native `Call`s (function, arguments). Calls
+between two steps that need Python are emitted as one LLVM function, a *segment*
+``seg<i>(ptr slots)``; for a graph whose kernels are all native (the common case) a call
+of the executable is ONE native call.
+
+Slots: 0 is the arena (one allocation per executable, laid out by
+`graphc.passes.memory.plan_memory`), then per-call slots (runtime inputs, output buffers),
+then fixed ones (constants, GEMM scratch, staging copies). Reading a numpy array's data
+pointer costs about 1 us from Python, so per call:
+
+- an input that is the same array object as in the previous call keeps its slot (the
+  array is kept alive, so its pointer cannot change); parameters hit this every call;
+- a small input (<= `STAGE_BYTES`) is copied into a fixed staging buffer (a 100 ns copy);
+- a small output buffer is computed in a fixed staging buffer and copied out at the end
+  (results never alias memory a later call overwrites); a large one is a fresh array.
+
+Steps that stay in Python (nodes the interpreter runs, kernels whose inputs need
+a layout change, convolution...) read their inputs from numpy views of the same
+locations and copy their results into their planned homes, so the native code after them
+finds them there. Views cost nothing natively: a view's location is its base's slot and an
+offset, with strides, found by running the view op once at construction on real memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from ... import dtypes as dt
+from ...graph import Graph, Value
+from ...passes.memory import ARENA, INPUT, OUTPUT, MemoryPlan
+from .codegen import I64, PTR
+
+#: Inputs and output buffers up to this many bytes are copied through fixed staging
+#: buffers instead of handing their data pointer to the native code per call.
+STAGE_BYTES = 1 << 14
+
+_TYPES = {"i32": ir.IntType(32), "i64": I64, "f32": ir.FloatType(), "f64": ir.DoubleType()}
+
+
+class NotStatic(Exception):
+    """The graph cannot run as a program (a view op that copies, a location outside its
+    buffer...): the executable runs node by node instead."""
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a value lives: ``slot`` of the pointer table, ``offset`` bytes in, laid out
+    as ``array`` (a real numpy array at construction time: its shape, strides, dtype and
+    flags are the value's layout, its memory a stand-in for per-call slots)."""
+
+    slot: int
+    offset: int
+    array: np.ndarray
+
+    @property
+    def contiguous(self) -> bool:
+        return bool(self.array.flags.c_contiguous)
+
+    def at(self, extra: int) -> Ptr:
+        return Ptr(self.slot, self.offset + extra)
+
+
+@dataclass(frozen=True)
+class Ptr:
+    slot: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One native call: ``fn`` (a function of the module, or an external symbol declared
+    with ``ret``) and its arguments: `Ptr`, ("i64"|"i32"|"f32"|"f64", number), or an int64
+    numpy table (emitted as a constant global)."""
+
+    fn: str
+    args: tuple
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class Locations:
+    """Static locations of every value of ``graph`` under ``plan``."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, run_view):
+        self.graph, self.plan = graph, plan
+        self.arena = np.empty(max(plan.arena_bytes, 64), np.uint8)
+        self.fixed: dict[int, np.ndarray] = {0: self.arena}   # slot -> array held
+        self.slot_of: dict[str, int] = {}   # buffer root -> slot
+        self.inputs: list[tuple[int, Value]] = []   # runtime input slots, in order
+        self.outputs: list[tuple[int, str]] = []    # (slot, root) of output buffers
+        self.loc: dict[str, Loc] = {}
+        self.home: dict[str, np.ndarray] = {}  # value -> real array (arena/constants) or
+        #                                        stand-in (per-call buffers)
+        values = {v.name: v for v in graph.values()}
+        self.values = values
+        n = 1
+        runtime = [v for v in graph.inputs if v.role != "constant"]
+        for v in runtime:
+            self.slot_of[v.name] = n
+            self.inputs.append((n, v))
+            self.home[v.name] = np.empty(v.shape, dt.to_numpy(v.dtype))
+            n += 1
+        for b in plan.buffers.values():
+            if b.kind == OUTPUT:
+                self.slot_of[b.root] = n
+                self.outputs.append((n, b.root))
+                home = self.home[b.root] = np.empty(values[b.root].shape,
+                                                    dt.to_numpy(values[b.root].dtype))
+                if home.nbytes <= STAGE_BYTES:
+                    self.fixed[n] = home   # computed here, copied out per call
+                n += 1
+        for v in graph.inputs:
+            if v.role == "constant":
+                data = np.asarray(graph.constants[v.name])
+                if not (data.flags.c_contiguous and data.flags.aligned and
+                        data.dtype.isnative):   # (ascontiguousarray makes 0-d arrays 1-d)
+                    data = np.array(data, data.dtype.newbyteorder("="), order="C")
+                self.slot_of[v.name] = n
+                self.fixed[n] = self.home[v.name] = data
+                n += 1
+        self.n_slots = n
+        for root in plan.offsets:
+            self.slot_of[root] = 0
+        for name in [v.name for v in graph.inputs] + [o.name for i in plan.order
+                                                      for o in graph.nodes[i].outputs]:
+            self._locate(values[name], run_view)
+
+    def new_slot(self, array: np.ndarray) -> int:
+        """A fixed slot holding ``array`` (kept alive by the executable)."""
+        self.fixed[self.n_slots] = array
+        self.n_slots += 1
+        return self.n_slots - 1
+
+    def _locate(self, v: Value, run_view) -> None:
+        plan = self.plan
+        if v.name in plan.aliases:
+            node = v.node
+            view = run_view(node, [self.home[i.name] for i in node.inputs])[
+                node.outputs.index(v)]
+            base = self.loc[node.inputs[node.op.view_of].name]
+            self._check_inside(view, base)
+            self.home[v.name] = view
+            self.loc[v.name] = Loc(base.slot, base.offset + _address(view) -
+                                   _address(base.array), view)
+            return
+        root = plan.buffer_of[v.name]
+        slot = self.slot_of[root]
+        kind = plan.buffers[root].kind
+        np_dtype = dt.to_numpy(v.dtype)
+        if kind == ARENA:
+            offset = plan.offsets[root][0]
+            size = v.type.size * np_dtype.itemsize
+            home = self.arena[offset:offset + size].view(np_dtype).reshape(v.shape)
+            self.loc[v.name] = Loc(0, offset, home)
+        else:   # input, output or constant buffer: the value fills it from byte 0
+            base = self.home[root]
+            home = base if v.name == root else \
+                base.reshape(-1).view(np.uint8)[:v.type.size * np_dtype.itemsize] \
+                .view(np_dtype).reshape(v.shape)
+            self.loc[v.name] = Loc(slot, 0, home)
+        self.home[v.name] = home
+
+    def _check_inside(self, view: np.ndarray, base: Loc) -> None:
+        b = base.array
+        if view.size == 0:
+            return
+        lo = hi = _address(view)
+        for n, s in zip(view.shape, view.strides):
+            lo, hi = (lo + (n - 1) * s, hi) if s < 0 else (lo, hi + (n - 1) * s)
+        blo = _address(b)
+        bhi = blo + max(b.size, 1) * b.itemsize
+        if not (blo <= lo and hi + view.itemsize <= bhi):
+            raise NotStatic("a view op copied its input (or reads outside it)")
+
+    def per_call(self, root: str) -> bool:
+        return self.plan.buffers[root].kind in (INPUT, OUTPUT)
+
+
+def emit_segment(module: ir.Module, name: str, calls: list[Call], blas_types: dict) -> str:
+    """The segment function ``name(ptr slots)`` making ``calls`` in order."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name=name)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    slots = fn.args[0]
+    bases: dict[int, ir.Value] = {}
+    tables = 0
+
+    def pointer(p: Ptr) -> ir.Value:
+        if p.slot not in bases:
+            bases[p.slot] = b.load(b.gep(slots, [ir.Constant(I64, p.slot)], inbounds=True,
+                                         source_etype=PTR),
+                                   typ=PTR)
+        base = bases[p.slot]
+        if p.offset == 0:
+            return base
+        return b.gep(base, [ir.Constant(I64, p.offset)], source_etype=ir.IntType(8))
+
+    for call in calls:
+        args = []
+        for a in call.args:
+            if isinstance(a, Ptr):
+                args.append(pointer(a))
+            elif isinstance(a, np.ndarray):
+                flat = [int(x) for x in a.reshape(-1)]
+                ty = ir.ArrayType(I64, len(flat))
+                g = ir.GlobalVariable(module, ty, name=f"{name}_t{tables}")
+                tables += 1
+                g.global_constant = True
+                g.linkage = "private"
+                g.initializer = ir.Constant(ty, flat)
+                args.append(g)
+            else:
+                args.append(ir.Constant(_TYPES[a[0]], a[1]))
+        target = module.globals.get(call.fn)
+        if target is None:
+            target = ir.Function(module, ir.FunctionType(
+                ir.VoidType(), [a.type for a in args]), name=call.fn)
+            blas_types[call.fn] = target
+        b.call(target, args)
+    b.ret_void()
+    return name
+
+
+def strides_table(domain: tuple, ins: list[np.ndarray]) -> np.ndarray:
+    """The strided elementwise variant's table: the domain's dims, then each input's
+    element strides broadcast to the domain (0 on broadcast axes)."""
+    ndim = len(domain)
+    table = np.zeros((len(ins) + 1, ndim), np.int64)
+    table[0] = domain
+    for j, a in enumerate(ins, 1):
+        if a.size == 1:
+            continue
+        lead = ndim - a.ndim
+        for k, (n, s) in enumerate(zip(a.shape, a.strides)):
+            if n != 1:
+                table[j, lead + k] = s // a.itemsize
+    return table
+
+
+def _native(loc: Loc, dtype) -> bool:
+    a = loc.array
+    return a.dtype == dtype and a.dtype.isnative and bool(a.flags.aligned)
+
+
+def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc]) -> list | None:
+    """An elementwise kernel (`codegen.KernelSpec`, its function ``names``) as native
+    calls over static locations: the flat variant when every full-size input is
+    contiguous, else the strided one with a constant stride table; None if neither
+    exists for these layouts."""
+    if spec.size == 0:
+        return []
+    if not all(o.contiguous and _native(o, o.array.dtype) for o in outs) or \
+            not all(_native(a, dt.to_numpy(t.dtype)) for a, t in zip(ins, spec.in_types)):
+        return None
+    tail = [o.at(0) for o in outs]
+    if "flat" in names and all(a.contiguous or a.array.size == 1 for a in ins):
+        return [Call(names["flat"], (*[a.at(0) for a in ins], *tail, ("i64", spec.size)))]
+    if "strided" in names:
+        table = strides_table(spec.domain, [a.array for a in ins])
+        return [Call(names["strided"], (*[a.at(0) for a in ins], *tail, table))]
+    return None
+
+
+class Program:
+    """The schedule of a compiled graph: native segments and Python steps (see the module
+    docstring). ``python_steps`` counts the steps that need Python per call."""
+
+    def __init__(self, locations: Locations, schedule: list, outputs: list[Value]):
+        self.at = locations
+        self.schedule = schedule        # [("native", segment name) | ("python", node, kernel)]
+        self.graph_outputs = outputs
+        self.python_steps = sum(1 for s in schedule if s[0] == "python")
+        at = locations
+        self.values = np.zeros(at.n_slots, np.int64)  # the pointer table
+        self.table_address = _address(self.values)
+        for slot, a in at.fixed.items():
+            self.values[slot] = _address(a)
+        self._last: list = [None] * len(at.inputs)
+        self._misses = [0] * len(at.inputs)
+        self._stage: list = [None] * len(at.inputs)
+        self._in_specs = [(slot, v.shape, dt.to_numpy(v.dtype)) for slot, v in at.inputs]
+        self._fresh = [(slot, at.home[root].shape, at.home[root].dtype)
+                       for slot, root in at.outputs if slot not in at.fixed]
+        inputs = {v.name: i for i, (_, v) in enumerate(at.inputs)}
+        # per graph output: ("input", index) | ("copy", None) | ("home", None)
+        self._out_kinds = []
+        for v in outputs:
+            slot = at.loc[v.name].slot if v.name in at.loc else None
+            if v.name in inputs:
+                self._out_kinds.append(("input", inputs[v.name]))
+            elif slot in at.fixed and v.role != "constant" and slot != 0 or \
+                    at.plan.buffers[at.plan.buffer_of[v.name]].kind == INPUT:
+                self._out_kinds.append(("copy", None))   # a staging buffer or an input's
+            else:
+                self._out_kinds.append(("home", None))
+        self.buffers: dict[int, np.ndarray] = dict(at.fixed)  # slot -> array this call
+
+    def bind(self, module) -> Program:
+        import ctypes
+        self.steps = []
+        for step in self.schedule:
+            if step[0] == "native":
+                self.steps.append((module.function(step[1], [ctypes.c_void_p]), None, None))
+            else:
+                self.steps.append((None, step[1], step[2]))
+        return self
+
+    def run(self, arrays, run_python) -> list:
+        """One call: point the per-call slots at this call's arrays, run the schedule,
+        return the graph's outputs. ``run_python(node, kernel, env)`` runs a Python step."""
+        values, buffers = self.values, self.buffers
+        for i, (slot, shape, dtype) in enumerate(self._in_specs):
+            a = arrays[i]
+            if a is self._last[i]:
+                continue
+            stage = self._stage[i]
+            if stage is not None:
+                stage[...] = a
+                continue
+            if type(a) is not np.ndarray:   # a numpy scalar's pointer is a temporary's
+                a = np.asarray(a)
+            if not (a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative):
+                a = np.ascontiguousarray(a, dtype.newbyteorder("="))
+            if self._last[i] is not None:
+                self._misses[i] += 1
+                if self._misses[i] > 1 and a.nbytes <= STAGE_BYTES:
+                    # a new array every call: copy it into a fixed buffer from now on
+                    stage = self._stage[i] = np.empty(shape, dtype.newbyteorder("="))
+                    stage[...] = a
+                    values[slot] = _address(stage)
+                    buffers[slot] = stage
+                    self._last[i] = None
+                    continue
+            values[slot] = _address(a)
+            buffers[slot] = self._last[i] = a
+        for slot, shape, dtype in self._fresh:
+            out = np.empty(shape, dtype)
+            values[slot] = _address(out)
+            buffers[slot] = out
+        env = None
+        for fn, node, kernel in self.steps:
+            if fn is not None:
+                fn(self.table_address)
+                continue
+            if env is None:
+                env = {}
+            for v in node.inputs:
+                env[id(v)] = self.home(v)
+            run_python(node, kernel, env)
+            for v in node.outputs:
+                if v.name not in self.at.plan.aliases:
+                    home = self.home(v)
+                    r = env[id(v)]
+                    if r is not home:
+                        np.copyto(home, r)
+        outs = []
+        for v, (kind, i) in zip(self.graph_outputs, self._out_kinds):
+            if kind == "input":
+                outs.append(arrays[i])
+            else:
+                home = self.home(v)
+                outs.append(home.copy() if kind == "copy" else home)
+        return outs
+
+    def home(self, v: Value) -> np.ndarray:
+        """Value ``v`` as a numpy array over this call's memory."""
+        loc = self.at.loc[v.name]
+        if loc.slot in self.at.fixed:
+            return loc.array
+        a = loc.array
+        if a.size == 0:
+            return np.empty(a.shape, a.dtype)
+        return np.ndarray(a.shape, a.dtype, buffer=self.buffers[loc.slot], offset=loc.offset,
+                          strides=a.strides)
