@@ -346,8 +346,8 @@ def test_nodes_without_native_code_fall_back_but_run():
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     fn = lambda x, w: gc.argmax(gc.softmax(gc.relu(gc.conv2d(x, w) + 1), axis=1), axis=1)  # noqa: E731
     got, want, exe = _jit_both(fn, x, w)
-    # conv2d and argmax have no native code yet: their (fused) kernels are interpreted
+    # argmax has no native code yet: its (fused) kernel is interpreted
     ops = {n.op.name for k in exe.fallback_nodes
            for n in (k.body.nodes if k.body is not None else [k])}
-    assert {"conv2d", "argmax"} <= ops, ops
+    assert "argmax" in ops, ops
     _compare(got[0], want[0], "argmax(softmax(relu(conv2d(x, w) + 1)))")

@@ -319,6 +319,9 @@ class HybridBlock(Block):
         object.__setattr__(self, "_active", False)
         object.__setattr__(self, "_hybrid_options", {})
         object.__setattr__(self, "_cached", {})
+        #: (arg shapes and numpy dtypes, training) -> the same entries as `_cached`, for
+        #: calls on plain tensors: found without flattening the arguments
+        object.__setattr__(self, "_fast", {})
 
     def hybridize(self, active: bool = True, backend: str | None = None,
                   static_alloc: bool = True, static_shape: bool = False, **options) -> None:
@@ -333,12 +336,12 @@ class HybridBlock(Block):
 
     def _clear_cache(self) -> None:
         self._cached.clear()
+        self._fast.clear()
 
     def __call__(self, *args, **kwargs):
         if not self._active or active_traces or _any_symbolic(args, kwargs):
             return self.forward(*args, **kwargs)
-        from .hybrid import hybrid_call
-        return hybrid_call(self, args, kwargs)
+        return _hybrid_call(self, args, kwargs)
 
     def forward(self, *args, **kwargs):
         if type(self).hybrid_forward is not HybridBlock.hybrid_forward:
@@ -425,3 +428,10 @@ class HybridSequential(_SequentialMixin, HybridBlock):
 
 
 from .hybrid import SymbolBlock, load  # noqa: E402  (hybrid.py imports HybridBlock)
+
+
+def _hybrid_call(block, args, kwargs):
+    global _hybrid_call
+    from .hybrid import hybrid_call  # (imported on first use: hybrid imports this module)
+    _hybrid_call = hybrid_call
+    return hybrid_call(block, args, kwargs)

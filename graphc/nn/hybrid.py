@@ -79,7 +79,10 @@ class _Entry:
             result = [_wrap(o) for o in outs[:self.num_outputs]]
             autograd.record_entry(self._vjp(diff, saved, outs), tensors, tuple(result),
                                   self.graph.name)
-        write_back(self.traced, outs)
+        if self.traced.updates:
+            write_back(self.traced, outs)
+        if self.traced.out_tree == ("*",):
+            return result[0]
         return pytree.unflatten(self.traced.out_tree, result)
 
     def _vjp(self, diff, saved: list, outs: list):
@@ -130,8 +133,24 @@ def _options(block) -> tuple[str | None, dict]:
     return backend, opts
 
 
+def _fast_key(args: tuple) -> tuple | None:
+    """The `_fast` cache key of a call on concrete numpy-backed tensors only, else None."""
+    sig = []
+    for a in args:
+        if type(a) is not Tensor or a._sym is not None or type(a._data) is not np.ndarray:
+            return None
+        sig.append((a._data.shape, a._data.dtype))
+    return tuple(sig), autograd.is_training()
+
+
 def hybrid_call(block: HybridBlock, args: tuple, kwargs: dict):
     """Run ``block`` through its compiled graph for this input signature."""
+    fast = None if kwargs else _fast_key(args)
+    if fast is not None:
+        entry = block._fast.get(fast)
+        if entry is not None:
+            object.__setattr__(block, "_last_call", (args, kwargs))
+            return entry(list(args))
     leaves, in_tree = pytree.flatten((args, kwargs))
     sig = tuple(_signature_leaf(x) for x in leaves)
     key = (in_tree, sig, autograd.is_training())
@@ -144,6 +163,8 @@ def hybrid_call(block: HybridBlock, args: tuple, kwargs: dict):
         backend, options = _options(block)
         entry = block._cached[key] = _trace_block(block, args, kwargs, key[2], backend,
                                                   options)
+    if fast is not None:
+        block._fast[fast] = entry
     object.__setattr__(block, "_last_call", (args, kwargs))
     return entry(leaves)
 
