@@ -37,3 +37,15 @@ from . import data, init, loss, metric, optim  # noqa: E402
 from .optim import Trainer  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for native kernels of the llvm backend and for numpy's BLAS (default:
+    ``GRAPHC_NUM_THREADS`` or every CPU this process may use). Results do not depend on it."""
+    from .backends.llvm import threads
+    threads.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    from .backends.llvm import threads
+    return threads.get_num_threads()

@@ -66,6 +66,13 @@ def _load() -> dict:
             continue
         for s, d, idx in names:
             if hasattr(lib, s) and hasattr(lib, d):
+                global _SET_THREADS
+                for setter in ("scipy_openblas_set_num_threads64_",
+                               "openblas_set_num_threads64_", "openblas_set_num_threads"):
+                    if hasattr(lib, setter):
+                        _SET_THREADS = getattr(lib, setter)
+                        _SET_THREADS.argtypes, _SET_THREADS.restype = [ctypes.c_int], None
+                        break
                 out = {}
                 for dtype, name, real in (("float32", s, ctypes.c_float),
                                           ("float64", d, ctypes.c_double)):
@@ -79,6 +86,16 @@ def _load() -> dict:
                               "i64" if idx is ctypes.c_int64 else "i32", dtype)
                 return out
     return {}
+
+
+def set_blas_threads(n: int) -> None:
+    """OpenBLAS's thread count, where numpy's OpenBLAS exports the setter."""
+    blas()
+    if _SET_THREADS is not None:
+        _SET_THREADS(n)
+
+
+_SET_THREADS = None
 
 
 def _register(name: str, address: int, index: str, dtype: str) -> None:

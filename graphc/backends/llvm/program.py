@@ -83,6 +83,9 @@ class Call:
 
     fn: str
     args: tuple
+    #: how to split the call across threads: (index of the count argument, bytes each
+    #: argument advances per counted item: 0 for arguments that stay), or None
+    split: tuple | None = None
 
 
 def _address(a: np.ndarray) -> int:
@@ -187,48 +190,141 @@ class Locations:
         return self.plan.buffers[root].kind in (INPUT, OUTPUT)
 
 
-def emit_segment(module: ir.Module, name: str, calls: list[Call], blas_types: dict) -> str:
-    """The segment function ``name(ptr slots)`` making ``calls`` in order."""
+def emit_segment(module: ir.Module, name: str, calls: list[Call]) -> str:
+    """The segment function ``name(ptr slots)`` making ``calls`` in order; a call with
+    a ``split`` over at least `threads.PARALLEL_MIN` items runs in one chunk per thread."""
+    from . import threads
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), name=name)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    slots = fn.args[0]
-    bases: dict[int, ir.Value] = {}
-    tables = 0
-
-    def pointer(p: Ptr) -> ir.Value:
-        if p.slot not in bases:
-            bases[p.slot] = b.load(b.gep(slots, [ir.Constant(I64, p.slot)], inbounds=True,
-                                         source_etype=PTR),
-                                   typ=PTR)
-        base = bases[p.slot]
-        if p.offset == 0:
-            return base
-        return b.gep(base, [ir.Constant(I64, p.offset)], source_etype=ir.IntType(8))
-
-    for call in calls:
-        args = []
-        for a in call.args:
-            if isinstance(a, Ptr):
-                args.append(pointer(a))
-            elif isinstance(a, np.ndarray):
-                flat = [int(x) for x in a.reshape(-1)]
-                ty = ir.ArrayType(I64, len(flat))
-                g = ir.GlobalVariable(module, ty, name=f"{name}_t{tables}")
-                tables += 1
-                g.global_constant = True
-                g.linkage = "private"
-                g.initializer = ir.Constant(ty, flat)
-                args.append(g)
-            else:
-                args.append(ir.Constant(_TYPES[a[0]], a[1]))
-        target = module.globals.get(call.fn)
-        if target is None:
-            target = ir.Function(module, ir.FunctionType(
-                ir.VoidType(), [a.type for a in args]), name=call.fn)
-            blas_types[call.fn] = target
-        b.call(target, args)
+    tables: list = []
+    for k, call in enumerate(calls):
+        count = call.args[call.split[0]][1] if call.split else 0
+        work = count * max(1, _row_items(call))
+        if call.split is None or work < threads.PARALLEL_MIN or count < 2:
+            _emit_call(module, b, fn.args[0], call, None, name, tables)
+            continue
+        worker = _emit_worker(module, f"{name}_w{k}", call, name, tables)
+        _emit_parallel(module, b, fn.args[0], worker, count)
     b.ret_void()
     return name
+
+
+def _row_items(call: Call) -> int:
+    """Items per counted unit (a row kernel's row length), for the parallel threshold."""
+    i = call.split[0]
+    return call.args[i + 1][1] if i + 1 < len(call.args) and isinstance(
+        call.args[i + 1], tuple) else 1
+
+
+def _emit_call(module, b: ir.IRBuilder, slots, call: Call, chunk, prefix: str,
+               tables: list) -> None:
+    """``call`` at builder ``b``; ``chunk``: (start, count) values of a split call."""
+    bases: dict[int, ir.Value] = {}
+    args = []
+    for j, a in enumerate(call.args):
+        if isinstance(a, Ptr):
+            if a.slot not in bases:
+                bases[a.slot] = b.load(b.gep(slots, [ir.Constant(I64, a.slot)],
+                                             inbounds=True, source_etype=PTR), typ=PTR)
+            p = bases[a.slot]
+            off = ir.Constant(I64, a.offset)
+            if chunk is not None and call.split[1][j]:
+                off = b.add(off, b.mul(chunk[0], ir.Constant(I64, call.split[1][j])))
+            args.append(p if a.offset == 0 and chunk is None else
+                        b.gep(p, [off], source_etype=ir.IntType(8)))
+        elif isinstance(a, np.ndarray):
+            flat = [int(x) for x in a.reshape(-1)]
+            ty = ir.ArrayType(I64, len(flat))
+            g = ir.GlobalVariable(module, ty, name=f"{prefix}_t{len(tables)}")
+            tables.append(g)
+            g.global_constant = True
+            g.linkage = "private"
+            g.initializer = ir.Constant(ty, flat)
+            args.append(g)
+        elif chunk is not None and j == call.split[0]:
+            args.append(chunk[1])
+        else:
+            args.append(ir.Constant(_TYPES[a[0]], a[1]))
+    target = module.globals.get(call.fn)
+    if target is None:   # an external symbol (BLAS)
+        target = ir.Function(module, ir.FunctionType(ir.VoidType(), [a.type for a in args]),
+                             name=call.fn)
+    b.call(target, args)
+
+
+_CTX = ir.LiteralStructType([PTR, I64, I64])   # slots, start, count
+
+
+def _emit_worker(module, name: str, call: Call, prefix: str, tables: list) -> ir.Function:
+    """``ptr name(ptr ctx)``: the call over the chunk in ``ctx`` (a pthread start routine)."""
+    fn = ir.Function(module, ir.FunctionType(PTR, [PTR]), name=name)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ctx = fn.args[0]
+    field = [b.load(b.gep(ctx, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), i)],
+                          inbounds=True, source_etype=_CTX), typ=t)
+             for i, t in enumerate((PTR, I64, I64))]
+    _emit_call(module, b, field[0], call, (field[1], field[2]), prefix, tables)
+    b.ret(ir.Constant(PTR, None))
+    return fn
+
+
+def _extern(module, name: str, ty) -> ir.Value:
+    g = module.globals.get(name)
+    if g is None:
+        g = ir.Function(module, ty, name=name) if isinstance(ty, ir.FunctionType) else \
+            ir.GlobalVariable(module, ty, name=name)
+    return g
+
+
+def _emit_parallel(module, b: ir.IRBuilder, slots, worker: ir.Function, count: int) -> None:
+    """Run ``worker`` over ``count`` items in T = graphc_num_threads chunks: T-1 new
+    threads and this one, then join them."""
+    from .codegen import _loop
+    from .threads import MAX_THREADS
+    i32 = ir.IntType(32)
+    create = _extern(module, "pthread_create", ir.FunctionType(i32, [PTR, PTR, PTR, PTR]))
+    join = _extern(module, "pthread_join", ir.FunctionType(i32, [I64, PTR]))
+    nthreads = _extern(module, "graphc_num_threads", I64)
+    t = b.load(nthreads, typ=I64)
+    t = b.select(b.icmp_signed("<", t, ir.Constant(I64, 1)), ir.Constant(I64, 1), t)
+    t = b.select(b.icmp_signed(">", t, ir.Constant(I64, MAX_THREADS)),
+                 ir.Constant(I64, MAX_THREADS), t)
+    t = b.select(b.icmp_signed(">", t, ir.Constant(I64, count)), ir.Constant(I64, count), t)
+    n = ir.Constant(I64, count)
+    # chunk = ceil(count / t), rounded up to 64 items so chunks start on whole vectors
+    chunk = b.sdiv(b.add(n, b.sub(t, ir.Constant(I64, 1))), t)
+    chunk = b.and_(b.add(chunk, ir.Constant(I64, 63)), ir.Constant(I64, ~63))
+    ctxs = b.alloca(_CTX, size=ir.Constant(I64, MAX_THREADS))
+    tids = b.alloca(I64, size=ir.Constant(I64, MAX_THREADS))
+
+    def fill(i):
+        start = b.mul(i, chunk)
+        start = b.select(b.icmp_signed(">", start, n), n, start)
+        left = b.sub(n, start)
+        cnt = b.select(b.icmp_signed("<", left, chunk), left, chunk)
+        ctx = b.gep(ctxs, [i])   # (typed pointers from alloca: no source_etype)
+        for k, v in enumerate((slots, start, cnt)):
+            b.store(v, b.gep(ctx, [ir.Constant(i32, 0), ir.Constant(i32, k)]))
+        return ctx
+
+    extra = b.sub(t, ir.Constant(I64, 1))
+
+    def spawn(i):
+        j = b.add(i, ir.Constant(I64, 1))
+        ctx = fill(j)
+        tid = b.gep(tids, [j])
+        rc = b.call(create, [tid, ir.Constant(PTR, None), worker, ctx])
+        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(i32, 0))):
+            b.call(worker, [ctx])   # no thread: run that chunk here
+            b.store(ir.Constant(I64, 0), tid)
+    _loop(b, extra, spawn)
+    b.call(worker, [fill(ir.Constant(I64, 0))])
+
+    def wait(i):
+        tid = b.load(b.gep(tids, [b.add(i, ir.Constant(I64, 1))]), typ=I64)
+        with b.if_then(b.icmp_signed("!=", tid, ir.Constant(I64, 0))):
+            b.call(join, [tid, ir.Constant(PTR, None)])
+    _loop(b, extra, wait)
 
 
 def strides_table(domain: tuple, ins: list[np.ndarray]) -> np.ndarray:
@@ -264,7 +360,10 @@ def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc]) -> lis
         return None
     tail = [o.at(0) for o in outs]
     if "flat" in names and all(a.contiguous or a.array.size == 1 for a in ins):
-        return [Call(names["flat"], (*[a.at(0) for a in ins], *tail, ("i64", spec.size)))]
+        steps = [0 if a.array.size == 1 else a.array.itemsize for a in ins] + \
+            [o.array.itemsize for o in outs] + [0]
+        return [Call(names["flat"], (*[a.at(0) for a in ins], *tail, ("i64", spec.size)),
+                     (len(steps) - 1, tuple(steps)))]
     if "strided" in names:
         table = strides_table(spec.domain, [a.array for a in ins])
         return [Call(names["strided"], (*[a.at(0) for a in ins], *tail, table))]

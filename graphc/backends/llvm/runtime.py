@@ -34,7 +34,7 @@ from ...graph import Graph, Node
 from ...ops.registry import Kind
 from ..base import Executable
 from ..reference import Interpreter
-from . import codegen, conv_codegen, library_codegen, reduce_codegen
+from . import codegen, conv_codegen, library_codegen, reduce_codegen, threads
 from .native_module import NativeModule
 from .program import (
     Call,
@@ -179,8 +179,12 @@ class _RowKernel:
             if not a.contiguous or a.array.size != need[kind] or \
                     kind == "full" and a.array.shape != shape:
                 return None
+        per_row = {"full": n, "row": 1, "col": 0, "scalar": 0}   # items a row advances
+        steps = [per_row[k] * a.array.itemsize for a, k in zip(ins, self.spec.in_kinds)] + \
+            [per_row[lv] * o.array.itemsize for o, (lv, _, _) in zip(outs, self.spec.outs)]
         return [Call(self.rows_name, (*[a.at(0) for a in ins], *[o.at(0) for o in outs],
-                                      ("i64", rows), ("i64", n)))]
+                                      ("i64", rows), ("i64", n)),
+                     (len(steps), tuple(steps) + (0, 0)))]
 
     def _single_calls(self, x: Loc, out: Loc) -> list[Call] | None:
         if out.array.size == 0:
@@ -201,7 +205,9 @@ class _RowKernel:
         if flags != sorted(flags):
             return None   # reduced axes between kept ones: Python transposes
         n = math.prod(d for i, d in enumerate(x.array.shape) if i in axes)
-        return [Call(self.rows_name, (x.at(0), out.at(0), (i64, out.array.size), (i64, n)))]
+        steps = (n * x.array.itemsize, out.array.itemsize, 0, 0)
+        return [Call(self.rows_name, (x.at(0), out.at(0), (i64, out.array.size), (i64, n)),
+                     (2, steps))]
 
     def run(self, env: dict) -> None:
         if self.shape is None:
@@ -271,6 +277,7 @@ class LLVMExecutable(Executable):
     def __init__(self, graph: Graph, check: bool = True, sanitize: bool | None = None,
                  memory_plan=None):
         super().__init__(graph)
+        threads.register()
         self.check = check
         self.interpreter = Interpreter(graph, check=False, sanitize=False)
         builder = codegen.ModuleBuilder(graph.name)
@@ -321,7 +328,7 @@ class LLVMExecutable(Executable):
         def flush():
             if calls:
                 name = f"seg{len(schedule)}"
-                schedule.append(("native", emit_segment(module, name, calls, {})))
+                schedule.append(("native", emit_segment(module, name, calls)))
                 calls.clear()
         for i in plan.order:
             node = graph.nodes[i]
