@@ -115,7 +115,31 @@ def kernel_spec(node: Node, name: str) -> KernelSpec:
     out_types = [v.type for v in node.outputs]
     if len({t.shape for t in out_types}) != 1:
         raise Unsupported("outputs of different shapes")
+    if expression_depth(exprs) > MAX_DEPTH:
+        raise Unsupported(f"an expression deeper than {MAX_DEPTH} primitives")
     return KernelSpec(name, in_types, out_types, exprs)
+
+
+#: Deeper expressions (a traced loop of 3000 adds) would overflow the recursive
+#: renderers; such kernels run in the interpreter.
+MAX_DEPTH = 400
+
+
+def expression_depth(exprs: list[S.Expr]) -> int:
+    """The longest primitive chain in ``exprs`` (iterative: the trees may be deep)."""
+    depth: dict[int, int] = {}
+    for root in exprs:
+        stack = [(root, False)]
+        while stack:
+            e, done = stack.pop()
+            if id(e) in depth:
+                continue
+            if done or not e.args:
+                depth[id(e)] = 1 + max((depth[id(a)] for a in e.args), default=0)
+            else:
+                stack.append((e, True))
+                stack.extend((a, False) for a in e.args if id(a) not in depth)
+    return max((depth[id(e)] for e in exprs), default=0)
 
 
 def _apply(node: Node, args: list[S.Expr]) -> S.Expr:

@@ -295,7 +295,7 @@ class LibraryKernel:
     def calls(self, at) -> list | None:
         """BLAS calls (one per batch matrix) and the epilogue as native `program.Call`s over
         static locations ``at``, or None when an operand's layout needs a copy."""
-        from .program import Call, Loc, elementwise_calls
+        from .program import Call, Loc, elementwise_calls, overlap
         dtype = self.np_dtype
         la, lb = (at.loc[v.name] for v in self.operands)
         a, b = la.array, lb.array
@@ -307,8 +307,10 @@ class LibraryKernel:
         batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
         nb = len(batch)
         outs = [at.loc[v.name] for v in self.node.outputs]
-        if self.spec is None or self.in_place:
-            c = outs[0]
+        epi_ins = [at.loc[v.name] for v in self.epi_node.inputs[:-1]] if self.spec else []
+        if self.spec is None or self.in_place and not any(overlap(outs[0], x)
+                                                          for x in epi_ins):
+            c = outs[0]   # (not over an epilogue input the plan let the output take)
             if not c.contiguous:
                 return None
         else:
@@ -335,8 +337,7 @@ class LibraryKernel:
                      for i, (x, y) in enumerate(offsets)]
         if self.spec is None:
             return calls
-        ins = [at.loc[v.name] for v in self.epi_node.inputs[:-1]] + [c]
-        epilogue = elementwise_calls(self.spec, self.names, ins, outs)
+        epilogue = elementwise_calls(self.spec, self.names, epi_ins + [c], outs)
         return None if epilogue is None else calls + epilogue
 
     def run(self, env: dict) -> None:

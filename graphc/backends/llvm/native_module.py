@@ -20,9 +20,10 @@ the target triple, the host CPU name and features, the llvmlite and LLVM version
   sees it. The checksum catches damage, not tampering: whoever can write the cache directory
   can run code in this process (it is created private to the user).
 
-External functions the IR declares (libm, BLAS registered with ``llvm.add_symbol``) must
-resolve when the object is loaded; an unresolved one raises `BackendError` rather than
-leaving a call to address 0.
+External functions and globals the IR declares (libm, BLAS or a thread count registered with
+``llvm.add_symbol``) are resolved by name when the object is loaded, in this process, so a
+cached object works wherever they now live; an unresolved one raises `BackendError` rather
+than leaving a reference to address 0.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import llvmlite
 import llvmlite.binding as llvm
+from llvmlite import ir
 
 from ...errors import BackendError
 
@@ -169,7 +171,7 @@ def _load(obj: bytes, externals: list[str]):
     engine = llvm.create_mcjit_compiler(empty, tm)  # also makes process symbols visible
     missing = [s for s in externals if not llvm.address_of_symbol(s)]
     if missing:
-        raise BackendError(f"the LLVM module calls {', '.join(missing)}, which this process "
+        raise BackendError(f"the LLVM module uses {', '.join(missing)}, which this process "
                            "does not define: register each with "
                            "llvmlite.binding.add_symbol(name, address) before compiling")
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
@@ -182,7 +184,7 @@ class NativeModule:
     from the compile cache where it holds the module's key. ``origin`` says which of
     'memory', 'disk' or 'compile' produced it."""
 
-    def __init__(self, module):
+    def __init__(self, module: ir.Module):
         text = str(module)
         key = hashlib.sha256(_host()[3] + text.encode()).digest()
         self.key = key.hex()
@@ -192,8 +194,9 @@ class NativeModule:
             self.engine, self.optimized_ir = hit
             self.origin = "memory"
             return
-        externals = [f.name for f in module.functions
-                     if f.is_declaration and not f.name.startswith("llvm.")]
+        externals = [g.name for g in module.global_values if not g.name.startswith("llvm.")
+                     and (g.is_declaration if isinstance(g, ir.Function)
+                          else g.initializer is None)]
         root = cache_dir()
         path = root / f"{self.key}.gcobj" if root is not None else None
         stored = _read(path, key) if path is not None else None

@@ -69,6 +69,19 @@ class Loc:
         return Ptr(self.slot, self.offset + extra)
 
 
+def overlap(a: Loc, b: Loc) -> bool:
+    """Whether two locations may share bytes (same slot, intersecting byte ranges)."""
+    if a.slot != b.slot:
+        return False
+    def span(x: Loc) -> tuple[int, int]:
+        lo = hi = x.offset
+        for n, s in zip(x.array.shape, x.array.strides):
+            lo, hi = (lo + (n - 1) * s, hi) if s < 0 else (lo, hi + (n - 1) * s)
+        return lo, hi + x.array.itemsize
+    (alo, ahi), (blo, bhi) = span(a), span(b)
+    return a.array.size > 0 and b.array.size > 0 and alo < bhi and blo < ahi
+
+
 @dataclass(frozen=True)
 class Ptr:
     slot: int
@@ -103,6 +116,8 @@ class Locations:
         self.inputs: list[tuple[int, Value]] = []   # runtime input slots, in order
         self.outputs: list[tuple[int, str]] = []    # (slot, root) of output buffers
         self.loc: dict[str, Loc] = {}
+        #: view values numpy computes as copies -> the value copied (in C order)
+        self.copies: dict[str, Value] = {}
         self.home: dict[str, np.ndarray] = {}  # value -> real array (arena/constants) or
         #                                        stand-in (per-call buffers)
         values = {v.name: v for v in graph.values()}
@@ -152,7 +167,9 @@ class Locations:
             view = run_view(node, [self.home[i.name] for i in node.inputs])[
                 node.outputs.index(v)]
             base = self.loc[node.inputs[node.op.view_of].name]
-            self._check_inside(view, base)
+            if not self._inside(view, base):   # numpy copied (a reshape of a transpose)
+                self._copied(v, node, run_view)
+                return
             self.home[v.name] = view
             self.loc[v.name] = Loc(base.slot, base.offset + _address(view) -
                                    _address(base.array), view)
@@ -174,17 +191,30 @@ class Locations:
             self.loc[v.name] = Loc(slot, 0, home)
         self.home[v.name] = home
 
-    def _check_inside(self, view: np.ndarray, base: Loc) -> None:
+    def _copied(self, v: Value, node, run_view) -> None:
+        """A view op that copies: its value gets a buffer of its own, filled by a copy of
+        its input in C order (`copies`) — which must be what the op computes."""
+        x = node.inputs[node.op.view_of]
+        probe = np.arange(x.type.size, dtype=np.float64).reshape(x.shape)
+        out = run_view(node, [probe if i is x else self.home[i.name]
+                              for i in node.inputs])[node.outputs.index(v)]
+        if out.shape != v.shape or not np.array_equal(np.ravel(out), probe.ravel()):
+            raise NotStatic(f"view op {node.op.name} copies, and not in C order")
+        home = np.empty(v.shape, dt.to_numpy(v.dtype))
+        self.home[v.name] = home
+        self.loc[v.name] = Loc(self.new_slot(home), 0, home)
+        self.copies[v.name] = x
+
+    def _inside(self, view: np.ndarray, base: Loc) -> bool:
         b = base.array
         if view.size == 0:
-            return
+            return True
         lo = hi = _address(view)
         for n, s in zip(view.shape, view.strides):
             lo, hi = (lo + (n - 1) * s, hi) if s < 0 else (lo, hi + (n - 1) * s)
         blo = _address(b)
         bhi = blo + max(b.size, 1) * b.itemsize
-        if not (blo <= lo and hi + view.itemsize <= bhi):
-            raise NotStatic("a view op copied its input (or reads outside it)")
+        return blo <= lo and hi + view.itemsize <= bhi
 
     def per_call(self, root: str) -> bool:
         return self.plan.buffers[root].kind in (INPUT, OUTPUT)
@@ -199,8 +229,8 @@ def emit_segment(module: ir.Module, name: str, calls: list[Call]) -> str:
     tables: list = []
     for k, call in enumerate(calls):
         count = call.args[call.split[0]][1] if call.split else 0
-        work = count * max(1, _row_items(call))
-        if call.split is None or work < threads.PARALLEL_MIN or count < 2:
+        if call.split is None or count < 2 or \
+                count * max(1, _row_items(call)) < threads.PARALLEL_MIN:
             _emit_call(module, b, fn.args[0], call, None, name, tables)
             continue
         worker = _emit_worker(module, f"{name}_w{k}", call, name, tables)
@@ -379,6 +409,7 @@ class Program:
         self.schedule = schedule        # [("native", segment name) | ("python", node, kernel)]
         self.graph_outputs = outputs
         self.python_steps = sum(1 for s in schedule if s[0] == "python")
+        self.dying = None   # the sanitizer's poison list (see `poison_after`)
         at = locations
         self.values = np.zeros(at.n_slots, np.int64)  # the pointer table
         self.table_address = _address(self.values)
@@ -397,12 +428,30 @@ class Program:
             slot = at.loc[v.name].slot if v.name in at.loc else None
             if v.name in inputs:
                 self._out_kinds.append(("input", inputs[v.name]))
-            elif slot in at.fixed and v.role != "constant" and slot != 0 or \
-                    at.plan.buffers[at.plan.buffer_of[v.name]].kind == INPUT:
-                self._out_kinds.append(("copy", None))   # a staging buffer or an input's
+            elif at.plan.buffers[at.plan.buffer_of[v.name]].kind == INPUT:
+                # written over a donated input: that array, unless it is staged
+                self._out_kinds.append(("donated", slot - 1))
+            elif slot in at.fixed and v.role != "constant" and slot != 0:
+                self._out_kinds.append(("copy", None))   # a staging buffer
             else:
                 self._out_kinds.append(("home", None))
         self.buffers: dict[int, np.ndarray] = dict(at.fixed)  # slot -> array this call
+
+    def poison_after(self, steps: list[int]) -> None:
+        """Sanitizer: before schedule entry k (the plan step ``steps[k]``), poison every
+        arena buffer whose lifetime ended before that step; the arena starts each call
+        poisoned."""
+        from ..reference import _poison
+        plan = self.at.plan
+        self._poison = _poison
+        self.dying: list[list] = [[] for _ in steps]
+        for b in plan.buffers.values():
+            if b.kind != ARENA:
+                continue
+            k = next((k for k, s in enumerate(steps) if s > b.end), None)
+            if k is not None:
+                offset, n = plan.offsets[b.root]
+                self.dying[k].append((self.at.arena[offset:offset + n], b.dtype))
 
     def bind(self, module) -> Program:
         import ctypes
@@ -447,7 +496,13 @@ class Program:
             values[slot] = _address(out)
             buffers[slot] = out
         env = None
-        for fn, node, kernel in self.steps:
+        dying = self.dying
+        if dying is not None:
+            self.at.arena.fill(0xFF)   # NaN in every float dtype
+        for k, (fn, node, kernel) in enumerate(self.steps):
+            if dying is not None:
+                for flat, dtype in dying[k]:
+                    self._poison(flat, dtype, np)
             if fn is not None:
                 fn(self.table_address)
                 continue
@@ -466,6 +521,9 @@ class Program:
         for v, (kind, i) in zip(self.graph_outputs, self._out_kinds):
             if kind == "input":
                 outs.append(arrays[i])
+            elif kind == "donated":
+                home = self.home(v)
+                outs.append(home if self._stage[i] is None else home.copy())
             else:
                 home = self.home(v)
                 outs.append(home.copy() if kind == "copy" else home)

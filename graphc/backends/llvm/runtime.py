@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 
 import numpy as np
 
@@ -268,6 +269,8 @@ def _native(a: np.ndarray, dtype) -> np.ndarray:
     return a if a.flags.aligned else a.copy()
 
 
+#: Debugging: one segment per node, so each node's results can be checked in between.
+_ONE_NODE_SEGMENTS = False
 #: Whether executables run as one native program over the memory plan's arena
 #: (`program`); off, every kernel is called from Python on fresh arrays.
 PROGRAM = True
@@ -278,6 +281,10 @@ class LLVMExecutable(Executable):
                  memory_plan=None):
         super().__init__(graph)
         threads.register()
+        if sanitize is None:
+            sanitize = os.environ.get("GRAPHC_SANITIZE", "") not in ("", "0")
+        #: one segment per node, and every arena buffer poisoned when its lifetime ends
+        self.sanitize = bool(sanitize)
         self.check = check
         self.interpreter = Interpreter(graph, check=False, sanitize=False)
         builder = codegen.ModuleBuilder(graph.name)
@@ -299,7 +306,7 @@ class LLVMExecutable(Executable):
             except codegen.Unsupported:
                 continue
         self.program = None
-        if PROGRAM and not sanitize:
+        if PROGRAM:
             from ...passes.memory import plan_memory
             self.memory_plan = memory_plan or plan_memory(graph)
             try:
@@ -325,26 +332,46 @@ class LLVMExecutable(Executable):
         module = builder.module
         kernel_functions = [f for f in module.functions if not f.is_declaration]
 
+        members: list = []
+        steps: list[int] = []   # per schedule entry: its last node's step in plan.order
+        #: segment name -> the nodes it runs, in order
+        self.segment_nodes: dict[str, list[Node]] = {}
+
         def flush():
             if calls:
                 name = f"seg{len(schedule)}"
                 schedule.append(("native", emit_segment(module, name, calls)))
+                self.segment_nodes[name] = list(members)
+                steps.append(step_of[id(members[-1])])
                 calls.clear()
+            members.clear()
+        step_of = {id(graph.nodes[i]): k for k, i in enumerate(plan.order)}
         for i in plan.order:
             node = graph.nodes[i]
             if all(v.name in plan.aliases for v in node.outputs):
-                continue   # a view: its location is static, nothing runs
+                for v in node.outputs:   # a view: its location is static, nothing runs,
+                    if v.name in at.copies:   # unless numpy's view op copies
+                        calls.extend(_copy_calls(builder, at, at.copies[v.name], v, i))
+                        members.append(node)
+                continue
             kernel = self.kernels.get(i)
             native = kernel.calls(at) if kernel is not None else None
             if native is None:
                 flush()
                 schedule.append(("python", node, kernel))
+                steps.append(step_of[id(node)])
             else:
                 calls.extend(native)
+                members.append(node)
+                if _ONE_NODE_SEGMENTS or self.sanitize:
+                    flush()
         flush()
         for f in kernel_functions:   # constant sizes in segments must not be inlined
             f.attributes.add("noinline")  # into kernels: LLVM would unroll small loops
-        return Program(at, schedule, graph.outputs)
+        program = Program(at, schedule, graph.outputs)
+        if self.sanitize:
+            program.poison_after(steps)
+        return program
 
     @property
     def optimized_ir(self) -> str:
@@ -377,6 +404,24 @@ class LLVMExecutable(Executable):
             self.interpreter.run_node(node, env, np)
         else:
             kernel.run(env)
+
+
+def _copy_calls(builder: codegen.ModuleBuilder, at: Locations, x, v, i: int) -> list[Call]:
+    """``v`` = the elements of ``x`` in C order, copied by a strided identity kernel."""
+    from ...ops import scalar as S
+    from ...types import TensorType
+    spec = codegen.KernelSpec(f"copy{i}", [x.type], [TensorType(x.shape, x.dtype)],
+                              [S.arg(0, x.dtype)])
+    if spec.size == 0:
+        return []
+    out = at.loc[v.name]
+    dst = Loc(out.slot, out.offset, out.array.reshape(x.shape))
+    names = {"strided": builder._shared(spec, True)} if spec.domain else \
+        builder.add_kernel(spec)
+    calls = elementwise_calls(spec, names, [at.loc[x.name]], [dst])
+    if calls is None:
+        raise NotStatic(f"no copy kernel for %{v.name}")
+    return calls
 
 
 def _run_view(node: Node, arrays: list) -> tuple:
