@@ -4,7 +4,9 @@ Each case times a graphc call on tiny tensors next to the bare numpy call its ea
 implementation ends in, so the difference is graphc's dispatch (dtype promotion, scalar
 wrapping, the type rule where attrs need it, Tensor wrapping). Tiny inputs keep the
 numpy work negligible; threads play no part. The last row is the per-call cost of a
-`gc.jit` function on the same add, for comparison. Medians over ``--repeat`` runs of ``--number``
+`gc.jit` function on the same add (reference and llvm backends), and of a 10-node graph
+(opt level 0: ten kernels in one native segment) called as an llvm executable and through
+`gc.jit`, next to the ten numpy calls it replaces. Medians over ``--repeat`` runs of ``--number``
 calls each (fewer for the slow jit row), both sides in the same process.
 
     python benchmarks/eager_overhead.py [--repeat 21] [--number 20000]
@@ -30,7 +32,22 @@ def cases():
     m = rng.standard_normal((10, 10)).astype(np.float32)
     q = rng.standard_normal((4, 4)).astype(np.float32)
     ta, tb, tm, tq = map(gc.array, (a, b, m, q))
-    jit_add = gc.jit(lambda x, y: x + y)
+    jit_add = gc.jit(lambda x, y: x + y, backend="reference")
+    llvm_add = gc.jit(lambda x, y: x + y, backend="llvm")
+
+    def ten(x, y):   # ten nodes
+        for _ in range(5):
+            x = gc.tanh(x * y)
+        return x
+
+    def ten_numpy():
+        x = a
+        for _ in range(5):
+            x = np.tanh(x * b)
+        return x
+    llvm_ten = gc.jit(ten, backend="llvm", opt_level=0)
+    exe_ten = llvm_ten.compiled(ta, tb)
+    assert len(exe_ten.graph.nodes) == 10 and exe_ten.program.python_steps == 0
     out = [
         ("add f32[10]", lambda: ta + tb, lambda: np.add(a, b), 1),
         ("exp f32[10]", lambda: gc.exp(ta), lambda: np.exp(a), 1),
@@ -40,6 +57,9 @@ def cases():
         # Not eager: the per-call cost of a compiled function (cache lookup, input
         # checks, the reference interpreter), to read the eager rows against.
         ("gc.jit(a + b) f32[10]", lambda: jit_add(ta, tb), lambda: np.add(a, b), 1 / 20),
+        ("llvm jit(a + b) f32[10]", lambda: llvm_add(ta, tb), lambda: np.add(a, b), 1 / 20),
+        ("llvm exe, 10 nodes", lambda: exe_ten(a, b), ten_numpy, 1 / 20),
+        ("llvm jit, 10 nodes", lambda: llvm_ten(ta, tb), ten_numpy, 1 / 20),
     ]
     try:
         tq @ tq

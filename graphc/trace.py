@@ -319,6 +319,8 @@ class JitFunction:
             else tuple(static_argnames)
         self.options = options
         self._cache: dict = {}
+        #: `fast_key` -> the same entries as `_cache`, for calls on plain tensors/arrays
+        self._fast: dict = {}
         functools.update_wrapper(self, fn)
 
     def _split(self, args, kwargs):
@@ -351,12 +353,19 @@ class JitFunction:
         return entry
 
     def __call__(self, *args, **kwargs):
+        fast = None if kwargs else fast_key(args)
+        if fast is not None:
+            entry = self._fast.get(fast)
+            if entry is not None:
+                return _run(*entry, args)
         static, dyn_kwargs = self._split(args, kwargs) if kwargs else ((), kwargs)
         leaves, in_tree = pytree.flatten((args, dyn_kwargs))
         for x in leaves:
             if isinstance(x, Tensor) and x._sym is not None:
                 return self.fn(*args, **kwargs)  # called while tracing: inline
         traced, exe = self._entry(args, dyn_kwargs, static, leaves, in_tree)
+        if fast is not None:
+            self._fast[fast] = (traced, exe)
         return _run(traced, exe, leaves)
 
     def compiled(self, *args, **kwargs):
@@ -371,8 +380,28 @@ class JitFunction:
         return len(self._cache)
 
 
-def _run(traced: Traced, exe, leaves: list):
-    outs = write_back(traced, list(exe(*feed_arrays(traced, leaves))))
+def fast_key(args: tuple) -> tuple | None:
+    """A cache key for a call whose arguments are all concrete numpy arrays or tensors
+    holding them (then the pytree is n leaves and the signature their shapes and dtypes),
+    found without flattening; None for any other call."""
+    sig = []
+    for a in args:
+        if type(a) is Tensor:
+            if a._sym is not None:
+                return None
+            a = a._data
+        if type(a) is not np.ndarray:
+            return None
+        sig.append((a.shape, a.dtype))
+    return tuple(sig), autograd.is_training()
+
+
+def _run(traced: Traced, exe, leaves):
+    outs = exe(*feed_arrays(traced, leaves))
+    if traced.updates:
+        outs = write_back(traced, list(outs))
+    if traced.out_tree == ("*",):
+        return _wrap(outs[0])
     return pytree.unflatten(traced.out_tree, [_wrap(o) for o in outs])
 
 

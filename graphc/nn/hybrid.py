@@ -23,7 +23,7 @@ from .. import dtypes as dt
 from ..errors import GraphcError, TraceError
 from ..graph import Graph
 from ..tensor import Tensor, _wrap, array
-from ..trace import Traced, _signature_leaf, _trace, feed_arrays, write_back
+from ..trace import Traced, _signature_leaf, _trace, fast_key, feed_arrays, write_back
 from ..types import TensorType
 from .block import HybridBlock
 from .parameter import Parameter
@@ -133,19 +133,9 @@ def _options(block) -> tuple[str | None, dict]:
     return backend, opts
 
 
-def _fast_key(args: tuple) -> tuple | None:
-    """The `_fast` cache key of a call on concrete numpy-backed tensors only, else None."""
-    sig = []
-    for a in args:
-        if type(a) is not Tensor or a._sym is not None or type(a._data) is not np.ndarray:
-            return None
-        sig.append((a._data.shape, a._data.dtype))
-    return tuple(sig), autograd.is_training()
-
-
 def hybrid_call(block: HybridBlock, args: tuple, kwargs: dict):
     """Run ``block`` through its compiled graph for this input signature."""
-    fast = None if kwargs else _fast_key(args)
+    fast = None if kwargs else fast_key(args)
     if fast is not None:
         entry = block._fast.get(fast)
         if entry is not None:
