@@ -36,7 +36,7 @@ from llvmlite import ir
 
 from ... import dtypes as dt
 from ...graph import Graph, Value
-from ...passes.memory import ARENA, INPUT, OUTPUT, MemoryPlan
+from ...passes.memory import ARENA, OUTPUT, MemoryPlan
 from .codegen import I64, PTR
 
 #: Inputs and output buffers up to this many bytes are copied through fixed staging
@@ -215,9 +215,6 @@ class Locations:
         blo = _address(b)
         bhi = blo + max(b.size, 1) * b.itemsize
         return blo <= lo and hi + view.itemsize <= bhi
-
-    def per_call(self, root: str) -> bool:
-        return self.plan.buffers[root].kind in (INPUT, OUTPUT)
 
 
 def emit_segment(module: ir.Module, name: str, calls: list[Call]) -> str:
@@ -428,11 +425,11 @@ class Program:
             slot = at.loc[v.name].slot if v.name in at.loc else None
             if v.name in inputs:
                 self._out_kinds.append(("input", inputs[v.name]))
-            elif at.plan.buffers[at.plan.buffer_of[v.name]].kind == INPUT:
+            elif 0 < slot <= len(at.inputs):
                 # written over a donated input: that array, unless it is staged
                 self._out_kinds.append(("donated", slot - 1))
             elif slot in at.fixed and v.role != "constant" and slot != 0:
-                self._out_kinds.append(("copy", None))   # a staging buffer
+                self._out_kinds.append(("copy", None))   # a staging or private buffer
             else:
                 self._out_kinds.append(("home", None))
         self.buffers: dict[int, np.ndarray] = dict(at.fixed)  # slot -> array this call
