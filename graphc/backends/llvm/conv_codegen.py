@@ -1,36 +1,38 @@
-"""Convolution and pooling library nodes for the LLVM backend: native loops around BLAS.
+"""Convolution and pooling library nodes for the LLVM backend: native kernels and BLAS.
 
-A single conv/pool node, or a fused ``library`` kernel whose library op is one of them,
-compiles to ONE native function that walks the batch image by image (or in blocks of
-images), so that every intermediate buffer stays in cache and the epilogue (bias,
-activation, a gradient mask, an SGD update) is applied to each block as it is produced,
-not as a separate pass over memory:
+A conv/pool node, or a fused ``library`` kernel whose library op is one of them, compiles
+to ONE native function ``(operands..., epilogue inputs..., outputs..., scratch, scratch,
+images)`` that walks the batch image by image (or block by block), so intermediates stay
+in cache and the epilogue (bias, activation, a gradient mask, an SGD update: the body's
+scalar expressions, rendered by `codegen._Emitter`) runs on each image as it is produced,
+never as a separate pass over the output:
 
-- ``conv2d``: im2col of a block of B images into a scratch ``cols`` matrix (Kg x B*L per
-  group; padding, stride, dilation as index ranges computed once per kernel tap, so the
-  inner loops are plain strided copies LLVM vectorizes), then one BLAS gemm per group,
-  W_g (Og x Kg) @ cols_g, whose result is already NCHW when B = 1 (written straight into
-  the output if there is no epilogue). Small images (L = Ho*Wo below `COLS_PER_GEMM`) are
-  blocked so that each gemm has enough columns; the epilogue then reads the (O, B*L) block
-  transposed and writes NCHW. 1x1 stride-1 convolutions skip im2col.
-- ``conv2d_input_grad``: per image, cols = W_g^T @ g_n (gemm with the transpose flag),
-  scattered back by col2im (a 1x1 stride-1 one writes the gemm result directly).
-- ``conv2d_weight_grad``: per image, im2col then dW_g += g_n,g @ cols_g^T (beta = 1 after
-  the first image); the epilogue runs once on the finished weight gradient.
-- ``max_pool2d`` / ``avg_pool2d``: per output row, one vectorizable pass per kernel tap
-  over the range of outputs whose tap is inside the image (max with ``llvm.maximum``, which
-  propagates NaN; sums in the window's row-major order, divided as the reference does).
-- ``max_pool2d_grad`` / ``avg_pool2d_grad``: scalar loops per output. The max gradient
-  follows the reference exactly: the window's first maximum (numpy argmax, NaN first,
-  padding counted as -inf) gets g, every other in-image tap gets ``0 * g``.
+- Direct kernel (stride-1 ``conv2d`` and ``conv2d_input_grad`` with short dot products,
+  see `DIRECT_MAX_K`): the image is copied zero-padded to (C, Hp, Wp) and outputs are
+  computed on the (Ho, Wp) grid of that buffer, where the taps of 16 neighbouring grid
+  points are 16 neighbouring inputs: one unmasked vector load per tap, FMAs into vector
+  accumulators for up to 16 output channels (`_direct`). The input gradient is the same
+  kernel on g with the flipped, transposed weight. ``conv2d_weight_grad`` of such layers
+  accumulates output-channel x tap register blocks over the grid (`_direct_weight_grad`).
+- Otherwise im2col + BLAS: im2col of a block of images (padding, stride, dilation as index
+  ranges per kernel tap, so inner loops are plain strided copies), one gemm per group,
+  W_g @ cols_g, already NCHW for one image a gemm (small images are blocked, see
+  `COLS_PER_GEMM`, and the epilogue reads the block transposed); the input gradient is
+  W_g^T @ g_n then col2im; the weight gradient dW_g += g_n,g @ cols_g^T per image. 1x1
+  stride-1 layers skip im2col. BLAS is numpy's OpenBLAS, called from the generated code
+  through the symbol `library_codegen` registers.
+- Pools and their gradients: whole windows per output, taps unrolled, so the strided
+  accesses of a row of windows vectorize as interleaved groups (`_windows`); max with
+  ``llvm.maximum`` (NaN propagates, padding -inf), sums in the window's row-major order
+  (the reference's), the max gradient replaying numpy's argmax (first NaN or first maximum,
+  padding taps -inf; the others get 0 * g as the reference's ``hit * g``).
 
-BLAS is numpy's bundled OpenBLAS (`library_codegen.blas`), called from the generated code
-through a symbol registered with LLVM's dynamic linker. The epilogue's expressions are
-rendered by `codegen._Emitter` from the body's scalar expressions, reading each input
-through static broadcast strides (inputs are made C-contiguous per call). Scratch buffers
-belong to the kernel, one set per calling thread. Only float32/float64 nodes without
-empty channel or spatial dims are native; others raise `codegen.Unsupported`, and the
-runtime runs them in the reference interpreter.
+Results match the reference backend within float rounding (the direct kernel sums each
+dot product in im2col order with FMAs, as OpenBLAS does). Only float32/float64 nodes with
+non-empty channel and spatial dims are native; anything else raises `codegen.Unsupported`
+and the runtime interprets the node. `ConvKernel.calls` gives the native program its call
+(`advances` says how to split it over images across threads); `run` serves the Python
+path, with per-thread scratch.
 """
 
 from __future__ import annotations
@@ -50,11 +52,28 @@ from . import codegen, library_codegen
 from .codegen import _MEM, I32, I64, PTR, Unsupported
 from .program import Call
 
-#: A forward convolution's images are blocked so that each gemm multiplies about this
-#: many columns (images x output pixels): fewer make OpenBLAS's per-call packing dominate.
+#: A forward convolution through BLAS multiplies whole images per gemm, as many as fit
+#: in this many columns (images x output pixels): ResNet's 7x7 maps (49 columns an image)
+#: run at 0.67x numpy.matmul's speed one image per gemm and 0.87x eight at a time, while
+#: two 28x28 images per gemm (their im2col past L2) were slower than one.
 COLS_PER_GEMM = 1024
-#: ... but a block's im2col matrix stays under this many bytes (it should stay in L2).
-COLS_BYTES = 1 << 20
+#: ... and whose im2col matrix takes at most this many bytes.
+COLS_BYTES = 8 << 20
+#: Stride-1 convolutions (and their input gradients) whose dot products are at most this
+#: long (input channels per group x kh x kw) run as a direct vectorized kernel instead of
+#: im2col + BLAS: small products leave BLAS's micro-kernels mostly idle (LeNet's first
+#: layer multiplies 6 x 25 matrices: 4x faster direct) and im2col copies the input kh*kw
+#: times. Measured single-threaded on ResNet/CIFAR shapes, direct wins up to 64 channels
+#: x 3x3 and BLAS from 128 x 3x3 on.
+DIRECT_MAX_K = 576
+#: ... except 1x1 kernels with more than this many weights per group: there BLAS wins
+#: (each tap of the direct kernel streams another input plane).
+DIRECT_MAX_POINTWISE = 8192
+#: Output channels a direct kernel keeps in vector registers at once, and vector
+#: accumulators in all (the rest are neighbouring grid vectors, which share each weight
+#: broadcast and keep the FMA pipes busy when there are few channels).
+DIRECT_CHANNELS = 16
+DIRECT_ACCUMULATORS = 24
 _ROW, _NO_T, _T = 101, 111, 112
 _OPS = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "avg_pool2d",
         "max_pool2d_grad", "avg_pool2d_grad")
@@ -387,13 +406,206 @@ def _col2im(f: _Fn, geo: _Geo, cols, x) -> None:
     f.loop(geo.C, lambda c: f.loop(geo.kh, lambda i: tap_i(c, i)))
 
 
+# -- direct convolution -------------------------------------------------------------------
+
+class _Direct:
+    """A stride-1 correlation as the direct kernel sees it: ``cin`` input channels of
+    (H, W), ``cout`` outputs of (Ho, Wo), groups, padding, dilation. The input of an image
+    is copied into a zero-padded (cin, Hp, Wp) buffer; outputs are computed on the
+    (Ho, Wp) grid of that buffer's row pitch, so that the taps of VL consecutive grid
+    points are VL consecutive inputs (one vector load, no masks): the Wp - Wo columns
+    past each row are computed and dropped, and the result rows (pitch ``R``) are read
+    back through the epilogue's strides."""
+
+    def __init__(self, cin, h, w, cout, kh, kw, pad, dil, groups, out, dtype):
+        self.cin, self.H, self.W, self.cout, self.kh, self.kw = cin, h, w, cout, kh, kw
+        self.pad, self.dil, self.groups = pad, dil, groups
+        self.Ho, self.Wo = out
+        self.cin_g, self.cout_g = cin // groups, cout // groups
+        self.Hp, self.Wp = h + 2 * pad[0], w + 2 * pad[1]
+        self.VL = 16 if dtype == "float32" else 8
+        grid = self.Ho * self.Wp
+        self.nq = -(-grid // self.VL)
+        self.R = self.nq * self.VL
+        # the last vector reads past the last plane by up to VL - 1 + dil*(kw-1) elements
+        self.padded = cin * self.Hp * self.Wp + self.VL + dil[1] * (kw - 1)
+        self.ob = min(self.cout_g, DIRECT_CHANNELS)
+
+
+def _intrinsic(f: _Fn, name: str, ret, args: list):
+    """The module's declaration of LLVM intrinsic ``name``."""
+    fn = f.fn.module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(f.fn.module, ir.FunctionType(ret, args), name=name)
+    return fn
+
+
+def _pad_image(f: _Fn, d: _Direct, x, xp) -> None:
+    """xp = x zero-padded to (cin, Hp, Wp) (the slack after it stays zero)."""
+    p0, p1 = d.pad
+    zero = f.f(0.0)
+    if p0 or p1:
+        f.fill(xp, 0, d.cin * d.Hp * d.Wp, zero)
+
+    def row(c, ih):
+        dst = f.add(f.mul(f.add(f.mul(c, d.Hp), ih, p0), d.Wp), p1)
+        src = f.mul(f.add(f.mul(c, d.H), ih), d.W)
+        f.loop(d.W, lambda k: f.store(f.load(x, f.add(src, k)), xp, f.add(dst, k)))
+    f.loop(d.cin, lambda c: f.loop(d.H, lambda ih: row(c, ih)))
+
+
+def _direct(f: _Fn, d: _Direct, xp, w, res) -> None:
+    """res[o, q] = sum over (c, i, j) of w[o, c, i, j] * xp[c, q + i*d0*Wp + j*d1] for
+    every grid point q < R, with up to `DIRECT_ACCUMULATORS` vector accumulators (outputs
+    x grid vectors) in registers."""
+    b, VL = f.b, d.VL
+    vt = ir.VectorType(f.real, VL)
+    item = 4 if f.dtype == "float32" else 8
+    fma = _intrinsic(f, f"llvm.fmuladd.v{VL}{'f32' if f.dtype == 'float32' else 'f64'}",
+                     vt, [vt] * 3)
+    plane, taps = d.Hp * d.Wp, d.kh * d.kw
+    splat_mask = ir.Constant(ir.VectorType(I32, VL), [0] * VL)
+    undef = ir.Constant(vt, ir.Undefined)
+
+    def splat(v):
+        return b.shuffle_vector(b.insert_element(undef, v, ir.Constant(I32, 0)), undef,
+                                splat_mask)
+
+    def block(g, o0, size):
+        def points(q0, qs):   # grid vectors q0 .. q0 + qs - 1
+            accs = [[f.var(ir.Constant(vt, [0.0] * VL)) for _ in range(qs)]
+                    for _ in range(size)]
+
+            def tap(c, i, j):
+                off = f.add(f.mul(f.add(f.mul(g, d.cin_g), c), plane),
+                            f.mul(i, d.dil[0] * d.Wp), f.mul(j, d.dil[1]), f.mul(q0, VL))
+                xs = [b.load(f.at(xp, f.add(off, u * VL)), typ=vt, align=item)
+                      for u in range(qs)]
+                wk = f.add(f.mul(f.add(f.mul(o0, d.cin_g), c), taps), f.mul(i, d.kw), j)
+                for k, row in enumerate(accs):
+                    wv = splat(f.load(w, f.add(wk, k * d.cin_g * taps)))
+                    for xv, acc in zip(xs, row):
+                        b.store(b.call(fma, [wv, xv, b.load(acc)]), acc)
+            f.loop(d.cin_g, lambda c: f.loop(d.kh, lambda i: f.loop(
+                d.kw, lambda j: tap(c, i, j))))
+            for k, row in enumerate(accs):
+                for u, acc in enumerate(row):
+                    at = f.add(f.mul(f.add(o0, k), d.R), f.mul(f.add(q0, u), VL))
+                    b.store(b.load(acc), f.at(res, at), align=item)
+        qb = max(1, min(d.nq, DIRECT_ACCUMULATORS // size))
+        full, rest = divmod(d.nq, qb)
+        f.loop(full, lambda k: points(f.mul(k, qb), qb))
+        if rest:
+            points(full * qb, rest)
+
+    def group(g):
+        full, rest = divmod(d.cout_g, d.ob)
+        base = f.mul(g, d.cout_g)
+        f.loop(full, lambda k: block(g, f.add(base, f.mul(k, d.ob)), d.ob))
+        if rest:
+            block(g, f.add(base, full * d.ob), rest)
+    f.loop(d.groups, group)
+
+
+def _direct_weight_grad(f: _Fn, d: _Direct, x, g, scratch, dw, count) -> None:
+    """dw[o, c, i, j] = sum over images n and grid points q of gg[n, o, q] *
+    xp[n, c, q + i*d0*Wp + j*d1]. Per image (its padded input xp and its g laid on the
+    (Ho, Wp) grid, zero off the outputs, both in L1), register blocks of outputs x taps
+    run over the grid from vector partial sums kept in scratch; the sums are reduced once
+    at the end. Inputs at grid points that are not outputs are masked to 0 (0 * inf would
+    be nan)."""
+    b, VL = f.b, d.VL
+    vt = ir.VectorType(f.real, VL)
+    item = 4 if f.dtype == "float32" else 8
+    sfx = "f32" if f.dtype == "float32" else "f64"
+    fma = _intrinsic(f, f"llvm.fmuladd.v{VL}{sfx}", vt, [vt] * 3)
+    reduce = _intrinsic(f, f"llvm.vector.reduce.fadd.v{VL}{sfx}", f.real, [f.real, vt])
+    plane, taps = d.Hp * d.Wp, d.kh * d.kw
+    grid, k_all = d.Ho * d.Wp, d.cin_g * d.kh * d.kw
+    gg = f.at(scratch, d.padded)
+    mask = f.at(gg, d.cout * d.R)
+    sums = f.at(mask, d.R)
+    one, zero = f.f(1.0), f.f(0.0)
+    zvec = ir.Constant(vt, [0.0] * VL)
+
+    def mask_row(oh):
+        f.fill(mask, f.mul(oh, d.Wp), d.Wo, one)
+        f.fill(mask, f.add(f.mul(oh, d.Wp), d.Wo), d.Wp - d.Wo, zero)
+    f.loop(d.Ho, mask_row)
+    f.fill(mask, grid, d.R - grid, zero)
+    f.fill(scratch, d.cin * plane, d.padded - d.cin * plane, zero)
+    f.fill(sums, 0, d.cout * k_all * VL, zero)
+
+    def zero_tail(o):
+        f.fill(gg, f.add(f.mul(o, d.R), grid), d.R - grid, zero)
+    f.loop(d.cout, zero_tail)
+
+    def prepare(n):
+        _pad_image(f, d, f.at(x, f.mul(n, d.cin * d.H * d.W)), scratch)
+        gn = f.at(g, f.mul(n, d.cout * d.Ho * d.Wo))
+
+        def row(o, oh):
+            src, dst = f.mul(f.add(f.mul(o, d.Ho), oh), d.Wo), f.add(f.mul(o, d.R),
+                                                                       f.mul(oh, d.Wp))
+            f.loop(d.Wo, lambda k: f.store(f.load(gn, f.add(src, k)), gg, f.add(dst, k)))
+            f.fill(gg, f.add(dst, d.Wo), d.Wp - d.Wo, zero)
+        f.loop(d.cout, lambda o: f.loop(d.Ho, lambda oh: row(o, oh)))
+    ob = min(d.cout_g, 8)
+    tb = max(1, min(k_all, DIRECT_ACCUMULATORS // ob))
+
+    def block(grp, o0, osize, t0, tsize):
+        slots = [[f.add(f.mul(f.add(f.mul(f.add(o0, k), k_all), t0), VL), t * VL)
+                  for t in range(tsize)] for k in range(osize)]
+        accs = [[f.var(b.load(f.at(sums, at), typ=vt, align=item)) for at in row]
+                for row in slots]
+        offs = []
+        for t in range(tsize):
+            ta = f.add(t0, t)
+            c, r = b.udiv(ta, f.i(taps)), b.urem(ta, f.i(taps))
+            i, j = b.udiv(r, f.i(d.kw)), b.urem(r, f.i(d.kw))
+            offs.append(f.add(f.mul(f.add(f.mul(grp, d.cin_g), c), plane),
+                              f.mul(i, d.dil[0] * d.Wp), f.mul(j, d.dil[1])))
+
+        def point(q):
+            p = f.mul(q, VL)
+            m = b.fcmp_ordered("!=", b.load(f.at(mask, p), typ=vt, align=item), zvec)
+            xs = [b.select(m, b.load(f.at(scratch, f.add(p, off)), typ=vt, align=item),
+                           zvec) for off in offs]
+            for k, row in enumerate(accs):
+                gv = b.load(f.at(gg, f.add(p, f.mul(f.add(o0, k), d.R))), typ=vt, align=item)
+                for xv, acc in zip(xs, row):
+                    b.store(b.call(fma, [gv, xv, b.load(acc)]), acc)
+        f.loop(d.nq, point)
+        for row, ats in zip(accs, slots):
+            for acc, at in zip(row, ats):
+                b.store(b.load(acc), f.at(sums, at), align=item)
+
+    def group(grp):
+        ofull, orest = divmod(d.cout_g, ob)
+        tfull, trest = divmod(k_all, tb)
+        base = f.mul(grp, d.cout_g)
+
+        def outputs(o0, osize):
+            f.loop(tfull, lambda u: block(grp, o0, osize, f.mul(u, tb), tb))
+            if trest:
+                block(grp, o0, osize, f.i(tfull * tb), trest)
+        f.loop(ofull, lambda k: outputs(f.add(base, f.mul(k, ob)), ob))
+        if orest:
+            outputs(f.add(base, ofull * ob), orest)
+
+    def image(n):
+        prepare(n)
+        f.loop(d.groups, group)
+    f.loop(count, image)
+    f.loop(d.cout * k_all, lambda k: f.store(
+        b.call(reduce, [zero, b.load(f.at(sums, f.mul(k, VL)), typ=vt, align=item)]), dw, k))
+
 # -- pooling ------------------------------------------------------------------------------
 
 def _maximum(f: _Fn, a, c) -> ir.Value:
-    suffix = "f32" if f.dtype == "float32" else "f64"
-    fn = f.fn.module.globals.get(f"llvm.maximum.{suffix}") or ir.Function(
-        f.fn.module, ir.FunctionType(f.real, [f.real, f.real]), name=f"llvm.maximum.{suffix}")
-    return f.b.call(fn, [a, c])
+    """numpy's maximum: NaN propagates."""
+    name = f"llvm.maximum.{'f32' if f.dtype == 'float32' else 'f64'}"
+    return f.b.call(_intrinsic(f, name, f.real, [f.real, f.real]), [a, c])
 
 
 def _divisor(f: _Fn, geo: _Geo, include_pad: bool, oh, ow) -> ir.Value:
@@ -409,95 +621,158 @@ def _divisor(f: _Fn, geo: _Geo, include_pad: bool, oh, ow) -> ir.Value:
     return f.b.sitofp(n, f.real)
 
 
-def _pool(f: _Fn, geo: _Geo, x, out, mode: str, include_pad: bool) -> None:
-    """One image of max_pool2d/avg_pool2d: per output row, a pass per kernel tap over the
-    outputs whose tap is inside the image."""
+def _windows(f: _Fn, geo: _Geo, oh, visit) -> None:
+    """visit(ow, taps) for every output column ow of output row oh, ``taps`` listing the
+    window's kernel taps in row-major order as (offset in the input plane, inside): an i1,
+    or None where the tap is inside for sure; offsets outside are clamped into the plane.
+    The interior columns (every kernel column inside) are one loop over whole windows, so
+    the vectorizer sees the taps' strided loads and stores as interleaved groups; the edge
+    columns come after, one by one."""
     (s0, s1), (p0, p1) = geo.stride, geo.pad
-    Wo = geo.Wo
-    init = f.f(-math.inf if mode == "max" else 0.0)
+    kh, kw, H, W, Wo = geo.kh, geo.kw, geo.H, geo.W, geo.Wo
+    lo = min(Wo, -(-p1 // s1))
+    hi = max(lo, min(Wo, (W - kw + p1) // s1 + 1))
+    b = f.b
+    rows = []
+    for i in range(kh):   # per kernel row: inside (uniform over the row) and clamped base
+        ih = f.add(f.mul(oh, s0), i - p0)
+        ok = b.icmp_unsigned("<", ih, f.i(H)) if p0 else None
+        rows.append((ok, f.mul(ih if ok is None else b.select(ok, ih, f.i(0)), W)))
+
+    def window(ow, edge: bool):
+        taps = []
+        for ok, base in rows:
+            for j in range(kw):
+                iw = f.add(f.mul(ow, s1), j - p1)
+                inside = ok
+                if edge:
+                    col = b.icmp_unsigned("<", iw, f.i(W))
+                    iw = b.select(col, iw, f.i(0))
+                    inside = col if ok is None else b.and_(ok, col)
+                taps.append((f.add(base, iw), inside))
+        visit(ow, taps)
+    f.range(lo, hi, lambda ow: window(ow, False))
+    f.loop(lo, lambda ow: window(ow, True))
+    f.range(hi, Wo, lambda ow: window(ow, True))
+
+
+def _tap_values(f: _Fn, x, taps, pad_value: float) -> list:
+    """The taps' inputs, ``pad_value`` outside the image (the reference's padding)."""
+    vals = []
+    for off, inside in taps:
+        v = f.load(x, off)
+        vals.append(v if inside is None else f.b.select(inside, v, f.f(pad_value)))
+    return vals
+
+
+def _pool(f: _Fn, geo: _Geo, x, out, mode: str, include_pad: bool) -> None:
+    """One image of max_pool2d/avg_pool2d: the max over each window (NaN propagates;
+    padding is -inf), or its sum in the window's order (padding is 0) over the divisor."""
+    b = f.b
 
     def row(c, oh):
-        r = f.mul(f.add(f.mul(c, geo.Ho), oh), Wo)
-        f.fill(out, r, Wo, init)
-        ilo, ihi = f.taps(oh, 1, s0, p0, geo.H, geo.kh)  # taps i of output oh: symmetric
+        xc = f.at(x, f.mul(c, geo.H * geo.W))
+        r = f.at(out, f.mul(f.add(f.mul(c, geo.Ho), oh), geo.Wo))
 
-        def tap_i(i):
-            src = f.mul(f.add(f.mul(c, geo.H), f.add(f.mul(oh, s0), i), -p0), geo.W)
-
-            def tap_j(j):
-                owlo, owhi = f.taps(j, s1, 1, p1, geo.W, Wo)
-
-                def step(ow):
-                    v = f.load(x, f.add(src, f.mul(ow, s1), j, -p1))
-                    acc = f.load(out, f.add(r, ow))
-                    acc = _maximum(f, acc, v) if mode == "max" else f.b.fadd(acc, v)
-                    f.store(acc, out, f.add(r, ow))
-                f.range(owlo, owhi, step)
-            for j in range(geo.kw):
-                tap_j(j)
-        f.range(ilo, ihi, tap_i)
-        if mode == "avg":
-            f.loop(Wo, lambda ow: f.store(
-                f.b.fdiv(f.load(out, f.add(r, ow)), _divisor(f, geo, include_pad, oh, ow)),
-                out, f.add(r, ow)))
+        def visit(ow, taps):
+            vals = _tap_values(f, xc, taps, -math.inf if mode == "max" else 0.0)
+            acc = vals[0]
+            for v in vals[1:]:
+                acc = _maximum(f, acc, v) if mode == "max" else b.fadd(acc, v)
+            if mode == "avg":
+                acc = b.fdiv(acc, _divisor(f, geo, include_pad, oh, ow))
+            f.store(acc, r, ow)
+        _windows(f, geo, oh, visit)
     f.loop(geo.C, lambda c: f.loop(geo.Ho, lambda oh: row(c, oh)))
 
 
-def _window(f: _Fn, geo: _Geo, oh, ow, visit) -> None:
-    """visit(i, j, input offset in the plane, inside) for every tap of output (oh, ow)
-    in row-major order, padding included (``inside`` false there, offset clamped to 0)."""
-    (s0, s1), (p0, p1) = geo.stride, geo.pad
+def _tiled(geo: _Geo) -> bool:
+    """Whether the windows tile the input exactly (each element is one window's tap)."""
+    return (geo.stride, geo.pad, geo.H, geo.W) == ((geo.kh, geo.kw), (0, 0), geo.Ho * geo.kh,
+                                                   geo.Wo * geo.kw)
+
+
+def _pool_grad(f: _Fn, geo: _Geo, x, g, dx, row_buf, mode: str, include_pad: bool) -> None:
+    """One image of max_pool2d_grad / avg_pool2d_grad into ``dx``. The max gradient
+    replays numpy's argmax over each window (padding taps -inf, the first NaN or else the
+    first maximum wins): the winner gets g, every other in-image tap 0 * g, as the
+    reference's ``hit * g`` does. Windows that tile the input write each element once
+    (one pass over whole windows, stores only); overlapping or padded ones first find
+    each window's winner (or share of g) for a whole output row into ``row_buf``, then add
+    tap by tap (within a tap the windows' elements are distinct, so both passes
+    vectorize), after zeroing ``dx``."""
     b = f.b
+    plane = geo.H * geo.W
+    tiled = _tiled(geo)
+    if not tiled:
+        f.fill(dx, 0, geo.C * plane, f.f(0.0))
 
-    def tap(i, j):
-        ih, iw = f.add(f.mul(oh, s0), i, -p0), f.add(f.mul(ow, s1), j, -p1)
-        inside = b.and_(b.icmp_unsigned("<", ih, f.i(geo.H)),
-                        b.icmp_unsigned("<", iw, f.i(geo.W)))
-        off = b.select(inside, f.add(f.mul(ih, geo.W), iw), f.i(0))
-        visit(i, j, off, inside)
-    f.loop(geo.kh, lambda i: f.loop(geo.kw, lambda j: tap(i, j)))
+    def winner(xc, taps):
+        """The index of the window's winning tap (an i64)."""
+        vals = _tap_values(f, xc, taps, -math.inf)
+        m = vals[0]
+        for v in vals[1:]:
+            m = _maximum(f, m, v)
+        nan_m = b.fcmp_unordered("uno", m, m)
+        at = f.i(len(vals))
+        for t in reversed(range(len(vals))):   # the first hit is the last assigned
+            v = vals[t]
+            eq = b.select(nan_m, b.fcmp_unordered("uno", v, v), b.fcmp_ordered("==", v, m))
+            at = b.select(eq, f.i(t), at)
+        return at
 
+    def row(c, oh):
+        xc = f.at(x, f.mul(c, plane)) if x is not None else None
+        dc = f.at(dx, f.mul(c, plane))
+        gr = f.at(g, f.mul(f.add(f.mul(c, geo.Ho), oh), geo.Wo))
 
-def _pool_grad(f: _Fn, geo: _Geo, x, g, dx, mode: str, include_pad: bool) -> None:
-    """One image of max_pool2d_grad / avg_pool2d_grad into the zeroed ``dx``."""
-    b = f.b
-    plane, oplane = geo.H * geo.W, geo.L
+        def share(ow):
+            return b.fdiv(f.load(gr, ow), _divisor(f, geo, include_pad, oh, ow))
 
-    def output(c, oh, ow):
-        xc, dc = f.mul(c, plane), f.mul(c, plane)
-        gv = f.load(g, f.add(f.mul(c, oplane), f.mul(oh, geo.Wo), ow))
-        if mode == "max":
-            best, at = f.var(f.f(-math.inf)), f.var(f.i(-1))
+        if tiled:
+            def visit(ow, taps):
+                gv = f.load(gr, ow)
+                if mode == "max":
+                    at, zero_g = winner(xc, taps), b.fmul(gv, f.f(0.0))
+                    adds = [b.select(b.icmp_signed("==", at, f.i(t)), gv, zero_g)
+                            for t in range(len(taps))]
+                else:
+                    adds = [share(ow)] * len(taps)
+                for (off, _), add in zip(taps, adds):
+                    f.store(add, dc, off)
+            _windows(f, geo, oh, visit)
+            return
 
-            def scan(i, j, off, inside):
-                v = b.select(inside, f.load(x, f.add(xc, off)), f.f(-math.inf))
-                cur = b.load(best)
-                nan_v, nan_cur = b.fcmp_unordered("uno", v, v), b.fcmp_unordered("uno", cur,
-                                                                                   cur)
-                take = b.or_(b.icmp_signed("<", b.load(at), f.i(0)),
-                             b.and_(b.not_(nan_cur), b.or_(b.fcmp_ordered(">", v, cur), nan_v)))
-                b.store(b.select(take, v, cur), best)
-                b.store(b.select(take, f.add(f.mul(i, geo.kw), j), b.load(at)), at)
-            _window(f, geo, oh, ow, scan)
-            zero_g = b.fmul(gv, f.f(0.0))
-            hit = b.load(at)
+        def first(ow, taps):
+            v = b.sitofp(winner(xc, taps), f.real) if mode == "max" else share(ow)
+            f.store(v, row_buf, ow)
+        _windows(f, geo, oh, first)
+        (s0, s1), (p0, p1) = geo.stride, geo.pad
+        for i in range(geo.kh):
+            ih = f.add(f.mul(oh, s0), i - p0)
+            base = f.mul(ih, geo.W)
 
-            def give(i, j, off, inside):
-                with b.if_then(inside):
-                    k = f.add(dc, off)
-                    v = b.select(b.icmp_signed("==", f.add(f.mul(i, geo.kw), j), hit), gv,
-                                 zero_g)
-                    f.store(b.fadd(f.load(dx, k), v), dx, k)
-        else:
-            v = b.fdiv(gv, _divisor(f, geo, include_pad, oh, ow))
+            def kernel_row(i=i, base=base):
+                for j in range(geo.kw):
+                    lo, hi = f.taps(j, s1, 1, p1, geo.W, geo.Wo)
+                    t = i * geo.kw + j
 
-            def give(i, j, off, inside):
-                with b.if_then(inside):
-                    k = f.add(dc, off)
-                    f.store(b.fadd(f.load(dx, k), v), dx, k)
-        _window(f, geo, oh, ow, give)
-    f.loop(geo.C, lambda c: f.loop(geo.Ho, lambda oh: f.loop(
-        geo.Wo, lambda ow: output(c, oh, ow))))
+                    def add(ow, j=j, t=t):
+                        k = f.add(base, f.mul(ow, s1), j - p1)
+                        if mode == "max":
+                            gv = f.load(gr, ow)
+                            hit = b.fcmp_ordered("==", f.load(row_buf, ow), f.f(t))
+                            v = b.select(hit, gv, b.fmul(gv, f.f(0.0)))
+                        else:
+                            v = f.load(row_buf, ow)
+                        f.store(b.fadd(f.load(dc, k), v), dc, k)
+                    f.range(lo, hi, add)
+            if p0:
+                with b.if_then(b.icmp_unsigned("<", ih, f.i(geo.H))):
+                    kernel_row()
+            else:
+                kernel_row()
+    f.loop(geo.C, lambda c: f.loop(geo.Ho, lambda oh: row(c, oh)))
 
 
 # -- the kernel ---------------------------------------------------------------------------
@@ -529,69 +804,128 @@ class ConvKernel:
             self.operands = epi.operands
         self.attrs = lib.attrs
         self.np_dtype = dt.to_numpy(self.dtype)
-        self.block = self._block()
-        direct = epi is None and (self.op != "conv2d" or self.block == 1)
-        if epi is None and not direct:
+        self.dg = self._direct_plan()
+        self.block = 1 if self.dg else self._block()
+        straight = epi is None and (self.op == _GEMM[2] or self.dg is None and (
+            self.op != "conv2d" or self.block == 1))
+        if epi is None and not straight:
             epi = _Epilogue.identity(out)
         self.epi = epi
         self.sources = epi.sources if epi is not None else []
         self.src_dtypes = [dt.to_numpy(t.dtype) for t in (epi.in_types[:-1] if epi else [])]
         self.out_np = [dt.to_numpy(v.dtype) for v in node.outputs]
         self.out_shapes = [v.type.shape for v in node.outputs]
-        self.cols, self.tmp = self._scratch_sizes(direct)
+        self.cols, self.tmp = self._scratch_sizes(straight)
         key = ("conv", self.op, self.dtype, geo.key(), tuple(sorted(
-            (k, v) for k, v in lib.attrs.items())), self.block, direct,
+            (k, v) for k, v in lib.attrs.items())), self.block, straight, self.dg is None,
             None if epi is None else (codegen._code_key(epi.spec(name)),
                                       tuple(t.shape for t in epi.in_types)))
         self.name = builder.functions.get(key)
         if self.name is None:
-            self.name = builder.functions[key] = self._emit(builder, name, out.shape)
+            self.name = builder.functions[key] = self._emit_or_undo(builder, name, out.shape)
         self.n_ptrs = len(self.operands) + len(self.sources) + len(node.outputs) + 2
         self._local = threading.local()
         self.fn = None
 
+    def _direct_plan(self) -> _Direct | None:
+        """The direct kernel's view of a stride-1 convolution or input gradient (a
+        correlation of g with the flipped, transposed weight) with short dot products."""
+        geo = self.geo
+        if self.op not in _GEMM or geo.stride != (1, 1):
+            return None
+        if self.op != _GEMM[1]:   # the forward's geometry (the weight grad's too)
+            d = _Direct(geo.C, geo.H, geo.W, geo.O, geo.kh, geo.kw, geo.pad, geo.dil,
+                        geo.groups, (geo.Ho, geo.Wo), self.dtype)
+        else:
+            pad = tuple(d * (k - 1) - p for d, k, p in zip(geo.dil, (geo.kh, geo.kw),
+                                                           geo.pad))
+            if min(pad) < 0:
+                return None
+            d = _Direct(geo.O, geo.Ho, geo.Wo, geo.C, geo.kh, geo.kw, pad, geo.dil,
+                        geo.groups, (geo.H, geo.W), self.dtype)
+        k = d.cin_g * d.kh * d.kw
+        if k > DIRECT_MAX_K or d.kh * d.kw == 1 and k * d.cout_g > DIRECT_MAX_POINTWISE:
+            return None
+        return d
+
     def _block(self) -> int:
-        """Images per gemm of a forward convolution."""
+        """Images per gemm of a forward convolution (the weight gradient's per-image
+        gemms were measured no slower than blocked ones, whose g must be gathered)."""
         geo = self.geo
         if self.op != "conv2d" or geo.L >= COLS_PER_GEMM or geo.N <= 1:
             return 1
         per_image = geo.C * geo.kh * geo.kw * geo.L * np.dtype(self.np_dtype).itemsize
-        return max(1, min(geo.N, -(-COLS_PER_GEMM // geo.L), COLS_BYTES // per_image))
+        return max(1, min(geo.N, COLS_PER_GEMM // geo.L, COLS_BYTES // per_image))
 
-    def _scratch_sizes(self, direct: bool) -> tuple[int, int]:
-        """Elements of the im2col and result scratch buffers."""
-        geo, op = self.geo, self.op
-        cols = 0
-        if op in _GEMM and not (geo.pointwise and (op != "conv2d" or self.block == 1)):
-            cols = geo.C * geo.kh * geo.kw * geo.L * self.block
-        if op == "conv2d_input_grad" and geo.pointwise:
-            cols = 0
-        tmp = 0 if direct else math.prod(self.node.outputs[0].type.shape[1:]) * self.block
-        if op == "conv2d_weight_grad" and not direct:
+    def _scratch_sizes(self, straight: bool) -> tuple[int, int]:
+        """Elements of the im2col (or padded image) and result scratch buffers."""
+        geo, op, dg, B = self.geo, self.op, self.dg, self.block
+        if dg is not None and op == _GEMM[2]:   # padded image, g on the grid, mask, sums
+            return (dg.padded + geo.O * dg.R + dg.R + geo.O * geo.Kg * dg.VL,
+                    0 if straight else geo.O * geo.Kg)
+        if dg is not None:   # the padded image, then (input grad) the flipped weight
+            return dg.padded + (geo.O * geo.Kg if op == _GEMM[1] else 0), dg.cout * dg.R
+        cols = geo.Wo if op.endswith("pool2d_grad") else 0   # a row's winners or shares
+        if op in _GEMM and not (geo.pointwise and B == 1):
+            cols = geo.C * geo.kh * geo.kw * geo.L * B
+        tmp = 0 if straight else math.prod(self.node.outputs[0].type.shape[1:]) * B
+        if op == _GEMM[2] and not straight:
             tmp = math.prod(self.node.outputs[0].type.shape)
         return cols, tmp
 
     # -- code -------------------------------------------------------------------------------
+    def _emit_or_undo(self, mb: codegen.ModuleBuilder, name: str, domain: tuple) -> str:
+        """`_emit`, or on `Unsupported` (an epilogue primitive the emitter lacks) the
+        module's functions and function table as they were: a half-built function would
+        make the whole module invalid. (New declarations stay: llvmlite cannot reuse a
+        deleted name, and an unused declaration is harmless.)"""
+        names, keys = set(mb.module.globals), set(mb.functions)
+        try:
+            return self._emit(mb, name, domain)
+        except Unsupported:
+            for k in set(mb.module.globals) - names:
+                if not mb.module.globals[k].is_declaration:
+                    del mb.module.globals[k]
+            for k in set(mb.functions) - keys:
+                del mb.functions[k]
+            raise
+
     def _emit(self, mb: codegen.ModuleBuilder, name: str, domain: tuple) -> str:
         n_ops, n_src = len(self.operands), len(self.sources)
         n_out = len(self.node.outputs)
         epi_name = None
         if self.epi is not None:
-            epi_name = self._emit_epilogue(mb, name + "_epilogue", domain)
-        f = _Fn(mb.module, name + "_" + self.op, n_ops + n_src + n_out + 2, self.dtype)
+            epi_name, ints = self._emit_epilogue(mb, name + "_epilogue", domain)
+        f = _Fn(mb.module, name + "_" + self.op, n_ops + n_src + n_out + 2, self.dtype,
+                n_ints=1)
         a = f.args
-        ops, srcs, outs = a[:n_ops], a[n_ops:n_ops + n_src], a[n_ops + n_src:-2]
-        cols, tmp = a[-2], a[-1]
+        ops, srcs, outs = a[:n_ops], a[n_ops:n_ops + n_src], a[n_ops + n_src:-3]
+        cols, tmp, self.count = a[-3], a[-2], a[-1]   # count: the images of this call
         epi_fn = mb.module.globals[epi_name] if epi_name else None
 
         def epilogue(n0, count, res):
-            f.b.call(epi_fn, list(srcs) + [res] + list(outs) + [f.i(n0), f.i(count)])
+            f.b.call(epi_fn, list(srcs) + [res] + list(outs) + [f.i(v) for v in
+                                                                  (n0, count, *ints)])
         emit = getattr(self, "_emit_" + self.op.replace("2d", ""))
         emit(f, mb, ops, outs[0], cols, tmp, epilogue if epi_fn else None)
         f.b.ret_void()
         return f.fn.name
 
+    def _emit_direct(self, f, x, w, cols, tmp, epilogue):
+        """Per image: pad, the direct kernel into ``tmp``, the epilogue."""
+        dg = self.dg
+        grid = dg.cin * dg.Hp * dg.Wp
+        f.fill(cols, grid, dg.padded - grid, f.f(0.0))   # the slack the last vector reads
+
+        def one(n):
+            _pad_image(f, dg, f.at(x, f.mul(n, dg.cin * dg.H * dg.W)), cols)
+            _direct(f, dg, cols, w, tmp)
+            epilogue(n, 1, tmp)
+        f.loop(self.count, one)
+
     def _emit_conv(self, f, mb, ops, out, cols, tmp, epilogue):
+        if self.dg is not None:
+            return self._emit_direct(f, ops[0], ops[1], cols, tmp, epilogue)
         geo, B = self.geo, self.block
         x, w = ops
         gemm = _Gemm(f, mb)
@@ -600,7 +934,7 @@ class ConvKernel:
 
         def block(blk):
             n0 = f.mul(blk, B)
-            count = f.smin(B, f.b.sub(f.i(geo.N), n0))
+            count = f.smin(B, f.b.sub(self.count, n0))
             if in_place:
                 src, ld = f.at(x, f.mul(n0, image)), geo.L
             else:
@@ -615,11 +949,25 @@ class ConvKernel:
                 ld, 0.0, f.at(dst, f.mul(g, geo.Og * ldc)), ldc))
             if epilogue:
                 epilogue(n0, count, tmp)
-        f.loop(-(-geo.N // B), block)
+        f.loop(f.b.sdiv(f.add(self.count, B - 1), f.i(B)), block)
 
     def _emit_conv_input_grad(self, f, mb, ops, out, cols, tmp, epilogue):
         geo = self.geo
         g_, w = ops
+        if self.dg is not None:   # w'[c, o, i, j] = w[o, c, kh-1-i, kw-1-j] per group
+            wt = f.at(cols, self.dg.padded)
+            kh, kw, cg, og = geo.kh, geo.kw, geo.Cg, geo.Og
+
+            def move(g, o, c, i, j):
+                src = f.add(f.mul(f.add(f.mul(f.add(f.mul(f.add(f.mul(g, og), o), cg), c),
+                                              kh), i), kw), j)
+                dst = f.add(f.mul(f.add(f.mul(f.add(f.mul(f.add(f.mul(g, cg), c), og), o),
+                                              kh), f.add(kh - 1, f.b.neg(i))), kw),
+                            f.add(kw - 1, f.b.neg(j)))
+                f.store(f.load(w, src), wt, dst)
+            f.loop(geo.groups, lambda g: f.loop(og, lambda o: f.loop(cg, lambda c: f.loop(
+                kh, lambda i: f.loop(kw, lambda j: move(g, o, c, i, j))))))
+            return self._emit_direct(f, g_, wt, cols, tmp, epilogue)
         gemm = _Gemm(f, mb)
         image = geo.C * geo.H * geo.W
 
@@ -636,31 +984,37 @@ class ConvKernel:
                 _col2im(f, geo, cols, dst)
             if epilogue:
                 epilogue(n, 1, tmp)
-        f.loop(geo.N, one)
+        f.loop(self.count, one)
 
     def _emit_conv_weight_grad(self, f, mb, ops, out, cols, tmp, epilogue):
+        """dW_g += g_n,g @ cols_g^T per image (beta = 1 after the first)."""
         geo = self.geo
         x, g_ = ops
-        gemm = _Gemm(f, mb)
         dst = tmp if epilogue else out
-        image = geo.C * geo.H * geo.W
-        if geo.N == 0:
+        with f.b.if_then(f.b.icmp_signed("==", self.count, f.i(0))):
             f.fill(dst, 0, geo.O * geo.Kg, f.f(0.0))
+        if self.dg is not None:
+            _direct_weight_grad(f, self.dg, x, g_, cols, dst, self.count)
+            if epilogue:
+                epilogue(0, geo.O, tmp)
+            return
+        gemm = _Gemm(f, mb)
+        image, L = geo.C * geo.H * geo.W, geo.L
 
         def one(n):
             xn = f.at(x, f.mul(n, image))
             if geo.pointwise:
                 src = xn
             else:
-                _im2col(f, geo, xn, cols, 0, geo.L)
+                _im2col(f, geo, xn, cols, 0, L)
                 src = cols
-            gn = f.at(g_, f.mul(n, geo.O * geo.L))
+            gn = f.at(g_, f.mul(n, geo.O * L))
             beta = f.b.select(f.b.icmp_signed("==", n, f.i(0)), f.f(0.0), f.f(1.0))
             f.loop(geo.groups, lambda g: gemm(
-                _NO_T, _T, geo.Og, geo.Kg, geo.L, f.at(gn, f.mul(g, geo.Og * geo.L)), geo.L,
-                f.at(src, f.mul(g, geo.Kg * geo.L)), geo.L, beta,
+                _NO_T, _T, geo.Og, geo.Kg, L, f.at(gn, f.mul(g, geo.Og * L)), L,
+                f.at(src, f.mul(g, geo.Kg * L)), L, beta,
                 f.at(dst, f.mul(g, geo.Og * geo.Kg)), geo.Kg))
-        f.loop(geo.N, one)
+        f.loop(self.count, one)
         if epilogue:
             epilogue(0, geo.O, tmp)
 
@@ -670,7 +1024,7 @@ class ConvKernel:
             body(n, dst)
             if epilogue:
                 epilogue(n, 1, tmp)
-        f.loop(self.geo.N, one)
+        f.loop(self.count, one)
 
     def _emit_max_pool(self, f, mb, ops, out, cols, tmp, epilogue, mode="max"):
         geo = self.geo
@@ -687,9 +1041,8 @@ class ConvKernel:
         include = self.attrs.get("count_include_pad", True)
 
         def body(n, dst):
-            f.fill(dst, 0, image, f.f(0.0))
             x = f.at(ops[0], f.mul(n, image)) if mode == "max" else None
-            _pool_grad(f, geo, x, f.at(ops[-1], f.mul(n, oimage)), dst, mode, include)
+            _pool_grad(f, geo, x, f.at(ops[-1], f.mul(n, oimage)), dst, cols, mode, include)
         self._pool_driver(f, out, tmp, epilogue, image, body)
 
     def _emit_avg_pool_grad(self, f, mb, ops, out, cols, tmp, epilogue):
@@ -698,26 +1051,46 @@ class ConvKernel:
     def _res_strides(self, domain: tuple) -> tuple[int, ...]:
         """Element strides of the library result in the scratch ``tmp``, per domain axis
         (axis 0 counted from the block's first image)."""
+        if self.dg is not None and self.op != _GEMM[2]:
+            return (0, self.dg.R, self.dg.Wp, 1)
         if self.op == "conv2d" and self.block > 1:
             L = self.geo.L
             return (L, self.block * L, self.geo.Wo, 1)
         return _c_strides(domain)
 
-    def _emit_epilogue(self, mb: codegen.ModuleBuilder, name: str, domain: tuple) -> str:
-        """``name(srcs..., res, outs..., n0, count)``: the epilogue on images
-        [n0, n0 + count) of the domain, reading the result at `_res_strides`."""
+    def _emit_epilogue(self, mb: codegen.ModuleBuilder, name: str,
+                       domain: tuple) -> tuple[str, list[int]]:
+        """The epilogue function ``(srcs..., res, outs..., n0, count, ints...)`` over
+        images [n0, n0 + count) of the domain, reading the result at `_res_strides`, and
+        its ``ints``: the loop sizes and outer strides. Those are arguments of a
+        non-inlined function so that LLVM does not unroll small loops (and layers with the
+        same epilogue share the code); only the innermost strides (0 or 1) are constants,
+        which is all the vectorizer needs."""
         epi = self.epi
         spec = epi.spec(name)
-        n_src, n_out = len(epi.sources), len(epi.out_types)
-        f = _Fn(mb.module, name, n_src + 1 + n_out, self.dtype, n_ints=2)
-        f.fn.linkage = "internal"
-        srcs, res, outs = f.args[:n_src], f.args[n_src], f.args[n_src + 1:n_src + 1 + n_out]
-        n0, count = f.args[-2:]
-        strides = [_broadcast_strides(t.shape, domain) for t in epi.in_types[:-1]]
-        strides.append(self._res_strides(domain))
-        out_st = _c_strides(domain)
         d = domain
-        merge = all(s[2] == s[3] * d[3] for s in strides)
+        strides = [_broadcast_strides(t.shape, d) for t in epi.in_types[:-1]]
+        strides.append(self._res_strides(d))
+        if all(s[2] == s[3] * d[3] for s in strides):   # (H, W) as one axis
+            dims, strides = (d[1], 1, d[2] * d[3]), [(s[0], s[1], 0, s[3]) for s in strides]
+        else:
+            dims = tuple(d[1:])
+        ints = list(dims) + [v for s in strides for v in s[:3]]
+        inner = tuple(s[3] for s in strides)
+        key = ("conv_epilogue", self.dtype, codegen._code_key(spec), inner)
+        if key not in mb.functions:
+            mb.functions[key] = self._define_epilogue(mb, name, spec, inner)
+        return mb.functions[key], ints
+
+    def _define_epilogue(self, mb, name, spec, inner) -> str:
+        epi = self.epi
+        n_src, n_out = len(epi.sources), len(epi.out_types)
+        f = _Fn(mb.module, name, n_src + 1 + n_out, self.dtype, n_ints=5 + 3 * len(inner))
+        f.fn.attributes.add("noinline")
+        srcs, res, outs = f.args[:n_src], f.args[n_src], f.args[n_src + 1:n_src + 1 + n_out]
+        n0, count, d1, d2, d3 = f.args[n_src + 1 + n_out:n_src + 6 + n_out]
+        st = f.args[n_src + 6 + n_out:]
+        strides = [st[3 * k:3 * k + 3] + [inner[k]] for k in range(len(inner))]
         b = f.b
 
         def element(i, a1, a2, a3):
@@ -727,32 +1100,51 @@ class ConvKernel:
             r = strides[-1]
             offs.append(f.add(f.mul(i, r[0]), f.mul(a1, r[1]), f.mul(a2, r[2]),
                               f.mul(a3, r[3])))
-            flat = f.add(f.mul(n, out_st[0]), f.mul(a1, out_st[1]), f.mul(a2, out_st[2]), a3)
+            flat = f.add(f.mul(f.add(f.mul(f.add(f.mul(n, d1), a1), d2), a2), d3), a3)
             em = codegen._Emitter(b, mb, spec, list(srcs) + [res], offs, flat)
-            for ptr, e, t in zip(outs, spec.exprs, spec.out_types):
-                v = em.convert(em.value(e), e.dtype, t.dtype)
+            # every value before any store: an output may take an input's buffer in place
+            vals = [em.convert(em.value(e), e.dtype, t.dtype)
+                    for e, t in zip(spec.exprs, spec.out_types)]
+            for ptr, v, t in zip(outs, vals, spec.out_types):
                 if t.dtype == "bool":
                     v = b.zext(v, codegen.I8)
                 b.store(v, b.gep(ptr, [flat], inbounds=True, source_etype=_MEM[t.dtype]))
-
-        def plane(i, a1):
-            if merge:
-                f.loop(d[2] * d[3], lambda k: element(i, a1, f.i(0), k))
-            else:
-                f.loop(d[2], lambda a2: f.loop(d[3], lambda a3: element(i, a1, a2, a3)))
-        f.loop(count, lambda i: f.loop(d[1], lambda a1: plane(i, a1)))
+        f.loop(count, lambda i: f.loop(d1, lambda a1: f.loop(
+            d2, lambda a2: f.loop(d3, lambda a3: element(i, a1, a2, a3)))))
         b.ret_void()
         return name
 
     # -- running ----------------------------------------------------------------------------
     def bind(self, module) -> ConvKernel:
-        self.fn = module.function(self.name, [ctypes.c_void_p] * self.n_ptrs)
+        self.fn = module.function(self.name, [ctypes.c_void_p] * self.n_ptrs +
+                                  [ctypes.c_int64])
         return self
+
+    def advances(self) -> list[int] | None:
+        """Bytes each pointer argument advances per image, when the images are
+        independent (no BLAS inside, no flat index in the epilogue, not a weight
+        gradient): the call can then run in chunks of images on several threads, each
+        chunk with its own scratch (the scratch buffers hold one region per image)."""
+        if self.op == _GEMM[2] or (self.op in _GEMM and self.dg is None) or \
+                self.epi is not None and any(_uses_index(e, set()) for e in self.epi.exprs):
+            return None
+        batch = {"conv2d": (True, False), "conv2d_input_grad": (True, False),
+                 "max_pool2d_grad": (True, True)}.get(self.op, (True,))
+        item = np.dtype(self.np_dtype).itemsize
+        out: list[int] = []
+        for v, b in zip(self.operands, batch):
+            out.append(math.prod(v.shape[1:]) * item if b else 0)
+        domain = self.out_shapes[0]
+        for t, d in zip(self.epi.in_types[:-1] if self.epi else [], self.src_dtypes):
+            out.append(_broadcast_strides(t.shape, domain)[0] * np.dtype(d).itemsize)
+        for shape, d in zip(self.out_shapes, self.out_np):
+            out.append(math.prod(shape[1:]) * np.dtype(d).itemsize)
+        return out + [self.cols * item, self.tmp * item]
 
     def calls(self, at) -> list | None:
         """The kernel as one native `program.Call` over static locations ``at`` (scratch
-        buffers in fixed slots), or None when an operand is not C-contiguous native memory
-        (then `run` copies it)."""
+        buffers in fixed slots; per image when the call may be split over images), or
+        None when an operand is not C-contiguous native memory (then `run` copies it)."""
         from .program import Ptr
         args: list = []
         for src, d in [(v, self.np_dtype) for v in self.operands] + \
@@ -770,9 +1162,14 @@ class ConvKernel:
             if not loc.contiguous:
                 return None
             args.append(loc.at(0))
+        advances = self.advances()
+        images = max(1, self.geo.N) if advances is not None else 1
         for n in (self.cols, self.tmp):
-            args.append(Ptr(at.new_slot(np.empty(max(1, n), self.np_dtype)), 0))
-        return [Call(self.name, tuple(args))]
+            args.append(Ptr(at.new_slot(np.empty(max(1, n * images), self.np_dtype)), 0))
+        split = None if advances is None else (len(args), tuple(advances) + (0,))
+        g = self.geo   # multiply-adds (or window reads) per image: the split threshold
+        work = g.O * g.L * g.kh * g.kw * (g.Cg if self.op in _GEMM else 1)
+        return [Call(self.name, tuple(args) + (("i64", g.N),), split, grain=1, work=work)]
 
     def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
         s = getattr(self._local, "buffers", None)
@@ -789,6 +1186,6 @@ class ConvKernel:
         outs = [np.empty(s, d) for s, d in zip(self.out_shapes, self.out_np)]
         cols, tmp = self._scratch()
         self.fn(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs],
-                cols.ctypes.data, tmp.ctypes.data)
+                cols.ctypes.data, tmp.ctypes.data, self.geo.N)
         for v, o in zip(self.node.outputs, outs):
             env[id(v)] = o

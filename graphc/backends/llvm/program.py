@@ -99,6 +99,10 @@ class Call:
     #: how to split the call across threads: (index of the count argument, bytes each
     #: argument advances per counted item: 0 for arguments that stay), or None
     split: tuple | None = None
+    #: chunk sizes are a multiple of this (64 items: whole vectors; 1: images, rows)
+    grain: int = 64
+    #: work per counted item, for `threads.PARALLEL_MIN` (None: a row kernel's row length)
+    work: int | None = None
 
 
 def _address(a: np.ndarray) -> int:
@@ -226,12 +230,13 @@ def emit_segment(module: ir.Module, name: str, calls: list[Call]) -> str:
     tables: list = []
     for k, call in enumerate(calls):
         count = call.args[call.split[0]][1] if call.split else 0
-        if call.split is None or count < 2 or \
-                count * max(1, _row_items(call)) < threads.PARALLEL_MIN:
+        per = (call.work if call.work is not None else max(1, _row_items(call))) \
+            if call.split else 1
+        if call.split is None or count < 2 or count * per < threads.PARALLEL_MIN:
             _emit_call(module, b, fn.args[0], call, None, name, tables)
             continue
         worker = _emit_worker(module, f"{name}_w{k}", call, name, tables)
-        _emit_parallel(module, b, fn.args[0], worker, count)
+        _emit_parallel(module, b, fn.args[0], worker, count, call.grain)
     b.ret_void()
     return name
 
@@ -303,7 +308,8 @@ def _extern(module, name: str, ty) -> ir.Value:
     return g
 
 
-def _emit_parallel(module, b: ir.IRBuilder, slots, worker: ir.Function, count: int) -> None:
+def _emit_parallel(module, b: ir.IRBuilder, slots, worker: ir.Function, count: int,
+                   grain: int) -> None:
     """Run ``worker`` over ``count`` items in T = graphc_num_threads chunks: T-1 new
     threads and this one, then join them."""
     from .codegen import _loop
@@ -318,9 +324,12 @@ def _emit_parallel(module, b: ir.IRBuilder, slots, worker: ir.Function, count: i
                  ir.Constant(I64, MAX_THREADS), t)
     t = b.select(b.icmp_signed(">", t, ir.Constant(I64, count)), ir.Constant(I64, count), t)
     n = ir.Constant(I64, count)
-    # chunk = ceil(count / t), rounded up to 64 items so chunks start on whole vectors
+    # chunk = ceil(count / t), rounded up to the grain (64 items: chunks start on whole
+    # vectors)
     chunk = b.sdiv(b.add(n, b.sub(t, ir.Constant(I64, 1))), t)
-    chunk = b.and_(b.add(chunk, ir.Constant(I64, 63)), ir.Constant(I64, ~63))
+    if grain > 1:
+        assert grain & (grain - 1) == 0, grain
+        chunk = b.and_(b.add(chunk, ir.Constant(I64, grain - 1)), ir.Constant(I64, -grain))
     ctxs = b.alloca(_CTX, size=ir.Constant(I64, MAX_THREADS))
     tids = b.alloca(I64, size=ir.Constant(I64, MAX_THREADS))
 
