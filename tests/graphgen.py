@@ -21,6 +21,11 @@ signed zeros). What it draws:
   duplicated nodes (CSE), dead nodes, constant-only subexpressions (folding), and the
   traps that are NOT identities (x*0, x-x, 0-x, x+0.0 on -0.0, NaN);
 - dims drawn from 0, 1, 3, 17, 1023 and a few others (at most ~4k elements per value);
+  with ``odd_sizes=True`` also 7 and 4097 (at most ~8k elements), sizes around vector
+  widths and block sizes for backends' vector tails and index arithmetic;
+- with ``views=True``, runtime inputs as non-contiguous or broadcast numpy views of their
+  values (``Generated.layouts``: transposed, strided, reversed, stride 0 on some axes,
+  whose values are then constant along those axes), drawn from a second generator;
 - outputs: every sink (up to six), sometimes an older value, a graph input or constant,
   or the same value twice; graph inputs have roles data, parameter and state (dropout
   keys).
@@ -28,7 +33,11 @@ signed zeros). What it draws:
 Discontinuous ops (floor, round, sign, comparisons, argmax, casts to int) only read values
 computed without sums or GEMMs, whose last bits may depend on memory layout; so the
 unoptimized and optimized runs may differ by rounding only, and ``Generated.tolerance``
-scales it by the largest magnitude the output depends on.
+scales it by the largest magnitude the output depends on. ``native=True`` draws graphs
+for comparing a backend with its own math against numpy: transcendentals (`APPROX`) count
+as inexact too (a few ulp apart from numpy's), so does the exponent of ``pow`` of a negative
+base, and max/min never reduce zeros of both signs to a zero (numpy's sign of that zero
+depends on its SIMD path and the length).
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ from graphc.types import TensorType
 MAX_ELEMENTS = 4096
 LIMIT = 1e4                          # largest magnitude a value may take (finite graphs)
 DIMS = (0, 1, 1, 2, 3, 3, 4, 5, 17, 1023)
+ODD_DIMS = DIMS + (7, 7, 4097)       # odd_sizes=True: around 8-wide vectors, past 4096
+ODD_MAX_ELEMENTS = 2 * 4097
 TOL = {"float16": (2e-3, 1e-3), "float32": (1e-5, 1e-6), "float64": (1e-12, 1e-13)}
 
 UNARY = ("neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "square",
@@ -57,6 +68,9 @@ COMPARE = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal
 INT_UNARY = ("neg", "abs", "square", "sign", "relu")
 INT_BINARY = ("add", "sub", "mul", "maximum", "minimum")
 REDUCE = ("sum", "mean", "max", "min", "prod", "argmax", "argmin")
+#: ops whose float results a native backend computes with its own approximations
+APPROX = ("exp", "log", "log1p", "expm1", "sin", "cos", "tanh", "sigmoid", "erf", "softplus",
+          "gelu", "elu", "pow")
 # positive-domain ops: the smallest argument each accepts, and the guard's offset
 DOMAIN = {"log": 0.0, "sqrt": 0.0, "rsqrt": 0.0, "reciprocal": 0.0, "log1p": -1.0}
 
@@ -74,6 +88,9 @@ class Generated:
     scales: list[float]                  # per output: largest magnitude it depends on
     nonfinite: bool
     features: set[str] = field(default_factory=set)
+    #: per runtime input, how ``inputs`` lays out its values (see `view`): "C" unless
+    #: drawn with ``views=True``
+    layouts: list[str] = field(default_factory=list)
 
     def tolerance(self, i: int) -> tuple[float, float]:
         """(rtol, atol) for output ``i``: the dtype's, atol scaled by its magnitudes."""
@@ -98,9 +115,15 @@ def _size(shape) -> int:
 
 
 class _Builder:
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, seed: int, odd_sizes: bool = False, views: bool = False,
+                 native: bool = False):
+        self.seed, self.native = seed, native
         self.rng = np.random.default_rng(seed)
+        self.dims, self.max_elements = (ODD_DIMS, ODD_MAX_ELEMENTS) if odd_sizes else \
+            (DIMS, MAX_ELEMENTS)
+        # layouts come from their own stream, so views=True keeps the graph's draws
+        self.views = np.random.default_rng((seed, 1)) if views else None
+        self.layouts: dict[int, str] = {}
         self.graph = Graph(f"random{seed}")
         self.val: dict[int, np.ndarray] = {}
         self.scale: dict[int, float] = {}
@@ -122,8 +145,8 @@ class _Builder:
     def shape(self, max_rank: int = 4) -> tuple[int, ...]:
         while True:
             rank = int(self.choice((0, 1, 1, 2, 2, 2, 3, 3, 4)[:max_rank * 2 + 1]))
-            shape = tuple(int(self.choice(DIMS)) for _ in range(rank))
-            if _size(shape) <= MAX_ELEMENTS:
+            shape = tuple(int(self.choice(self.dims)) for _ in range(rank))
+            if _size(shape) <= self.max_elements:
                 return shape
 
     def data(self, shape, dtype: str) -> np.ndarray:
@@ -145,7 +168,11 @@ class _Builder:
     def add_input(self, shape, dtype: str, role: str | None = None) -> Value:
         role = role or ("parameter" if self.chance(0.2) else "data")
         v = self.graph.add_input(None, TensorType(tuple(shape), dtype), role)
-        self._record(v, self.data(shape, dtype), [])
+        data = self.data(shape, dtype)
+        if self.views is not None:
+            layout = self.layouts[id(v)] = _draw_layout(self.views, data.shape)
+            data = view(_constant_along(data, layout), layout)
+        self._record(v, data, [])
         self.features.add(f"role:{role}")
         return v
 
@@ -174,7 +201,7 @@ class _Builder:
             out_types, attrs = registry.infer(op, tuple(v.type for v in inputs), attrs)
         except GraphcError as e:
             raise Reject(str(e)) from None
-        if any(_size(t.shape) > MAX_ELEMENTS for t in out_types):
+        if any(_size(t.shape) > self.max_elements for t in out_types):
             raise Reject("too big")
         with np.errstate(all="ignore"):
             out = op.impl(np, *[self.val[id(v)] for v in inputs], **attrs)
@@ -186,6 +213,11 @@ class _Builder:
             if not self.nonfinite and o.dtype.kind == "f" and o.size and (
                     not np.all(np.isfinite(o)) or np.max(np.abs(o)) > LIMIT):
                 raise Reject("not finite or too large")
+        if self.native:
+            exact = exact and not (op_name in APPROX and outs[0].dtype.kind == "f")
+            if op_name in ("max", "min") and _zero_of_either_sign(
+                    self.val[id(inputs[0])], outs[0], attrs):
+                raise Reject("the sign of a reduced zero is unspecified")
         n = self.graph.add_node(op, inputs, attrs)
         self.used.update(id(v) for v in inputs)
         for v, o in zip(n.outputs, outs):
@@ -292,6 +324,8 @@ class _Builder:
             b = self.positive(b, 0.0)
         elif name == "pow":
             a = self.positive(a, 0.0)
+            if self.native and not self.exact[id(b)] and np.any(self.val[id(a)] < 0):
+                raise Reject("pow of a negative base is discontinuous in an inexact exponent")
             if not self.nonfinite and self.scale[id(b)] > 2:
                 b = self.node("tanh", [b])
         self.node(name, [a, b])
@@ -299,6 +333,8 @@ class _Builder:
     def s_compare(self) -> None:
         a = self.pick(lambda v: v.dtype != "bool" and self.exact[id(v)])
         b = self.partner(a)
+        if self.native and not self.exact[id(b)]:
+            raise Reject("comparison with an inexact value")
         c = self.node(self.choice(COMPARE), [a, b])
         r = self.rng.random()
         if r < 0.25:
@@ -559,6 +595,18 @@ class _Builder:
         return outs
 
 
+def _zero_of_either_sign(a: np.ndarray, out: np.ndarray, attrs: dict) -> bool:
+    """Whether a max/min reduction of ``a`` to ``out`` has a zero result whose slice holds
+    zeros of both signs."""
+    if a.dtype.kind != "f" or not np.any(out == 0):
+        return False
+    zero = a == 0
+    axis, keep = attrs.get("axis"), attrs.get("keepdims", False)
+    pos = np.any(zero & ~np.signbit(a), axis=axis, keepdims=keep)
+    neg = np.any(zero & np.signbit(a), axis=axis, keepdims=keep)
+    return bool(np.any((out == 0) & pos & neg))
+
+
 def _broadcastable(a, b) -> bool:
     return all(x == y or x == 1 or y == 1 for x, y in zip(a[::-1], b[::-1]))
 
@@ -583,9 +631,11 @@ def _factor(b: _Builder, n: int) -> tuple[int, ...]:
     return tuple(int(d) for d in merged[:5])
 
 
-def random_graph(seed: int, steps: int | None = None) -> Generated:
-    """The graph of ``seed``: the same graph, inputs and expected outputs every time."""
-    b = _Builder(seed)
+def random_graph(seed: int, steps: int | None = None, *, odd_sizes: bool = False,
+                 views: bool = False, native: bool = False) -> Generated:
+    """The graph of ``seed``: the same graph, inputs and expected outputs every time.
+    ``odd_sizes``, ``views`` and ``native`` draw other graphs (see the module docstring)."""
+    b = _Builder(seed, odd_sizes, views, native)
     for _ in range(int(b.rng.integers(1, 3))):
         b.add_input(b.shape(), b.float, "data")
     n_steps = steps or int(b.rng.integers(4, 32))
@@ -601,13 +651,77 @@ def random_graph(seed: int, steps: int | None = None) -> Generated:
     b.graph.outputs = outputs
     b.graph.validate()
     dims = {d for v in b.graph.values() for d in v.shape}
-    b.features |= {f"dim:{d}" for d in dims if d in (0, 1, 3, 17, 1023)}
+    b.features |= {f"dim:{d}" for d in dims if d in (0, 1, 3, 7, 17, 1023, 4097)}
     b.features |= {f"dtype:{v.dtype}" for v in b.graph.values()}
     if len(outputs) > 1:
         b.features.add("several outputs")
     users = b.graph.users()
     if any(len(u) > 1 for u in users.values()):
         b.features.add("shared value")
-    inputs = [b.val[id(v)] for v in b.graph.inputs if v.role != "constant"]
-    return Generated(seed, b.graph, inputs, [b.val[id(v)] for v in outputs],
-                     [b.scale[id(v)] for v in outputs], b.nonfinite, b.features)
+    runtime = [v for v in b.graph.inputs if v.role != "constant"]
+    layouts = [b.layouts.get(id(v), "C") for v in runtime]
+    b.features |= {f"layout:{lay.split(':')[0]}" for lay in layouts if lay != "C"}
+    return Generated(seed, b.graph, [b.val[id(v)] for v in runtime],
+                     [b.val[id(v)] for v in outputs], [b.scale[id(v)] for v in outputs],
+                     b.nonfinite, b.features, layouts)
+
+
+# -- input layouts ----------------------------------------------------------------------------
+
+LAYOUTS = ("C", "T", "step", "neg", "bcast")
+
+
+def _draw_layout(rng: np.random.Generator, shape: tuple[int, ...]) -> str:
+    """A layout for an input of ``shape``: "C" about half the time."""
+    kind = LAYOUTS[int(rng.choice(len(LAYOUTS), p=(0.45, 0.15, 0.15, 0.1, 0.15)))]
+    if kind == "C" or not shape or (kind == "T" and len(shape) < 2):
+        return "C"
+    if kind == "T":
+        return "T"
+    if kind == "bcast":  # stride 0 on a random non-empty set of axes (all, sometimes)
+        axes = [i for i in range(len(shape)) if rng.random() < 0.5] or [len(shape) - 1]
+        return "bcast:" + ",".join(map(str, axes))
+    return f"{kind}:{int(rng.integers(len(shape)))}"
+
+
+def _constant_along(a: np.ndarray, layout: str) -> np.ndarray:
+    """``a`` with the values of a "bcast:<axes>" layout: its first entry along those axes,
+    repeated (other layouts keep the values)."""
+    if not layout.startswith("bcast:"):
+        return a
+    index = tuple(slice(0, 1) if str(i) in layout[6:].split(",") else slice(None)
+                  for i in range(a.ndim))
+    return np.ascontiguousarray(np.broadcast_to(a[index], a.shape))
+
+
+def view(a: np.ndarray, layout: str) -> np.ndarray:
+    """The values of ``a`` as a numpy view of ``layout``, with the same shape and dtype:
+    "C" contiguous (``a`` itself), "T" the transpose of a C array of the reversed shape,
+    "step:<axis>" every other element of a twice-as-long buffer along axis, "neg:<axis>"
+    reversed along axis, "bcast:<axes>" stride 0 on those axes (the values must be
+    constant along them)."""
+    a = np.asarray(a)
+    kind, _, arg = layout.partition(":")
+    if kind == "C":
+        return a
+    if kind == "T":
+        return np.ascontiguousarray(a.T).T
+    if kind == "bcast":
+        axes = {int(i) for i in arg.split(",")}
+        first = a[tuple(slice(0, 1) if i in axes else slice(None) for i in range(a.ndim))]
+        if not np.array_equal(np.broadcast_to(first, a.shape), a, equal_nan=a.dtype.kind in "fc"):
+            raise ValueError(f"values are not constant along axes {sorted(axes)}")
+        return np.broadcast_to(first, a.shape)
+    axis = int(arg)
+    index = [slice(None)] * a.ndim
+    if kind == "step":
+        shape = list(a.shape)
+        shape[axis] *= 2
+        big = np.zeros(shape, a.dtype)
+        index[axis] = slice(None, None, 2)
+        big[tuple(index)] = a
+        return big[tuple(index)]
+    if kind == "neg":
+        index[axis] = slice(None, None, -1)
+        return np.ascontiguousarray(a[tuple(index)])[tuple(index)]
+    raise ValueError(f"unknown layout {layout!r}")

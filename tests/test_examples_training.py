@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
+import os
 import pathlib
 import re
 import subprocess
@@ -19,9 +20,10 @@ MODES = ("imperative", "hybridized")
 NUM = r"([0-9]+(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?|nan|inf)"
 
 
-def run_example(name: str, *args: str) -> str:
+def run_example(name: str, *args: str, backend: str | None = None) -> str:
+    env = None if backend is None else {**os.environ, "GRAPHC_BACKEND": backend}
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                          text=True, timeout=180, stdin=subprocess.DEVNULL)
+                          text=True, timeout=180, stdin=subprocess.DEVNULL, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stdout + proc.stderr, "no progress bar without a terminal"
     return proc.stdout
@@ -38,10 +40,11 @@ def summary_row(out: str, mode: str) -> list[float]:
     return [float(v) for v in re.findall(NUM, row.group(1))]
 
 
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
 @pytest.mark.parametrize("name, threshold", [("mlp_digits.py", 0.95),
                                              ("lenet_digits.py", 0.97)])
-def test_digits_example_reaches_its_accuracy_in_both_modes(name, threshold):
-    out = run_example(name)  # the default configuration: a few seconds each
+def test_digits_example_reaches_its_accuracy_in_both_modes(name, threshold, backend):
+    out = run_example(name, backend=backend)  # the default configuration: seconds each
     accs = {}
     for mode in MODES:
         lines = epoch_lines(out, mode)
@@ -57,7 +60,18 @@ def test_digits_example_reaches_its_accuracy_in_both_modes(name, threshold):
     # may move at most a test image or two (359 in the test set).
     assert abs(accs["imperative"] - accs["hybridized"]) <= 2 / 359, accs
     diff = re.search(r"^max abs difference of final test logits: " + NUM + "$", out, re.M)
-    assert diff and float(diff.group(1)) < 1e-3, out
+    assert diff, out
+    if backend == "reference":   # the same numpy kernels as the imperative run
+        assert float(diff.group(1)) < 1e-3, out
+    else:
+        # Native kernels round differently (summation order), and Adam turns rounding
+        # noise in near-zero gradients into steps of the learning rate's size, so after
+        # 20 epochs the two runs are different (equally good) networks. Early on they
+        # must agree: the printed losses of the first epochs match to 4 digits or so.
+        for mode_lines in zip(*(epoch_lines(out, m)[:3] for m in MODES)):
+            a, b = (float(re.search(r"loss " + NUM, m.group(3)).group(1))
+                    for m in mode_lines)
+            assert abs(a - b) <= 2e-4 + 1e-3 * abs(b), out
     assert re.search(r"^speed ratio \(imperative / hybridized median epoch\): " + NUM + "x$",
                      out, re.M), out
 

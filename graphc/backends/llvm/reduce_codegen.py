@@ -171,6 +171,7 @@ def row_spec(node: Node, name: str) -> tuple[RowSpec, tuple, tuple[int, ...]]:
             return "col" if trailing and all(d == 1 for d in pad[:k]) else "full"
         raise Unsupported(f"input of shape {t.shape} in a row-wise kernel over {shape}")
 
+    uses = _read_as(body, shape, keep, drop, trailing, k)
     env: dict[int, S.Expr] = {}
     depth: dict[int, int] = {}  # id(value) -> how many reduction passes it waits for
     in_types, in_kinds = [], []
@@ -183,7 +184,14 @@ def row_spec(node: Node, name: str) -> tuple[RowSpec, tuple, tuple[int, ...]]:
         else:
             env[id(v)] = S.arg(len(in_types), v.dtype)
             in_types.append(v.type)
-            in_kinds.append(level(v.type))
+            # read an input as its uses need (fuzzer: on square shapes, an input of shape
+            # `drop` that numpy broadcasts along the reduced axes, e.g. layer norm's gamma
+            # on (n, n), was read per row)
+            kinds = uses.get(id(v), set()) - {"scalar"}
+            if len(kinds) > 1:
+                raise Unsupported(f"input %{v.name} read both as {' and '.join(kinds)}")
+            in_kinds.append(kinds.pop() if kinds and v.type.shape != shape and
+                            math.prod(v.type.shape) != 1 else level(v.type))
         depth[id(v)] = 0
     out_reds: list[_Red] = []
     for n in body.nodes:
@@ -205,6 +213,51 @@ def row_spec(node: Node, name: str) -> tuple[RowSpec, tuple, tuple[int, ...]]:
     if any(_uses_index(e, seen) for e in [r.expr for r in out_reds] + [o[2] for o in outs]):
         raise Unsupported("the flat index inside a row-wise kernel")
     return RowSpec(name, in_types, in_kinds, out_reds, outs, keep == shape), shape, axes
+
+
+def _read_as(body, shape, keep, drop, trailing, k) -> dict[int, set]:
+    """id(value) -> the kinds (full, row, col, scalar) its uses read it as, by numpy's
+    broadcasting: an operand of a node of the full shape S as its shape broadcasts to S;
+    an operand of a smaller node as that node's value is read, per row where the node
+    depends on a reduction. `Unsupported` where one reading cannot serve (a reduced value
+    that numpy broadcasts along the reduced axes, ``x - max(x, axis=1)`` on (n, n))."""
+    def bcast(t: tuple) -> str:
+        if t == shape:
+            return "full"
+        if math.prod(t) == 1:
+            return "scalar"
+        pad = (1,) * (len(shape) - len(t)) + t
+        if len(t) > len(shape) or not all(a in (1, b) for a, b in zip(pad, shape)):
+            raise Unsupported(f"value of shape {t} in a row-wise kernel over {shape}")
+        if pad == keep:
+            return "row"
+        return "col" if trailing and all(d == 1 for d in pad[:k]) else "full"
+
+    reduced: set[int] = set()
+    for n in body.nodes:
+        if n.op.kind is Kind.REDUCTION or any(id(v) in reduced for v in n.inputs):
+            reduced.update(id(v) for v in n.outputs)
+    need: dict[int, set] = {id(v): {"full" if v.type.shape == shape else "row"}
+                            for v in body.outputs}
+    for n in reversed(body.nodes):
+        out = n.outputs[0]
+        ctx = need.get(id(out), set()) | ({"row"} if id(out) in reduced else set())
+        if id(out) in reduced and out.type.shape != shape and ctx - {"row", "scalar"}:
+            raise Unsupported(f"reduced value %{out.name} broadcast along the reduced axes")
+        for u in n.inputs:
+            t = u.type.shape
+            if n.op.kind is Kind.REDUCTION or t == shape or out.type.shape == shape or \
+                    math.prod(t) == 1:
+                kinds = {bcast(t)}
+            elif (1,) * (len(out.type.shape) - len(t)) + t != out.type.shape:
+                raise Unsupported(f"%{u.name} of shape {t} in a per-row value")
+            else:
+                kinds = ctx
+            if "row" in kinds and t not in (keep, drop) and \
+                    (1,) * (len(shape) - len(t)) + t != keep:
+                raise Unsupported(f"%{u.name} of shape {t} read per row")
+            need.setdefault(id(u), set()).update(kinds)
+    return need
 
 
 def single_spec(node: Node, name: str) -> RowSpec:
