@@ -239,11 +239,26 @@ def feed_arrays(traced: Traced, leaves: list) -> list:
     return arrays
 
 
-def write_back(traced: Traced, outs: list) -> list:
-    """Store the state updates (the trailing outputs) in place; return the user outputs."""
+def write_back(traced: Traced, outs: list, donated: bool = False) -> list:
+    """Store the state updates (the trailing outputs) in place; return the user outputs.
+
+    ``donated``: the executable may have computed an update in another state's donated
+    buffer (the memory plan pairs any dying input with any output), so every update that
+    shares memory with a state it does not belong to is copied before anything is written."""
     n = len(outs) - len(traced.updates)
-    for obj, value in zip(traced.updates, outs[n:]):
-        obj.value()._data[...] = value
+    updates = list(zip(traced.updates, outs[n:]))
+    if donated:
+        datas = [obj.value()._data for obj, _ in updates]
+        updates = [(obj, value.copy() if any(d is not own and np.may_share_memory(value, d)
+                                             for d in datas) else value)
+                   for (obj, value), own in zip(updates, datas)]
+    for obj, value in updates:
+        data = obj.value()._data
+        if value is data or (getattr(value, "base", None) is data and value.shape == data.shape
+                             and value.strides == data.strides and
+                             value.ctypes.data == data.ctypes.data):
+            continue   # computed in the state's own (donated) buffer
+        data[...] = value
     return outs[:n]
 
 
@@ -345,9 +360,10 @@ class JitFunction:
             fn = functools.partial(self.fn, **dict(static)) if static else self.fn
             traced = _trace(fn, args, dyn_kwargs, getattr(self.fn, "__name__", None))
             options = self.options
-            if options.get("donate") not in (None, ()):
-                options = {**options, "donate": _donated_inputs(
-                    traced, self.fn, args, dyn_kwargs, options["donate"])}
+            donated = _donated_inputs(traced, self.fn, args, dyn_kwargs, options["donate"]) \
+                if options.get("donate") not in (None, ()) else ()
+            if donated:
+                options = {**options, "donate": donated}
             exe = _compile_graph(traced.graph, self.backend, options)
             entry = self._cache[key] = (traced, exe)
         return entry
@@ -399,7 +415,8 @@ def fast_key(args: tuple) -> tuple | None:
 def _run(traced: Traced, exe, leaves):
     outs = exe(*feed_arrays(traced, leaves))
     if traced.updates:
-        outs = write_back(traced, list(outs))
+        plan = exe.memory_plan
+        outs = write_back(traced, list(outs), bool(plan is not None and plan.donated))
     if traced.out_tree == ("*",):
         return _wrap(outs[0])
     return pytree.unflatten(traced.out_tree, [_wrap(o) for o in outs])

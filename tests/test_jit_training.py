@@ -175,3 +175,20 @@ def test_stale_gradient_inside_jit():
     step(gc.array(X[0]), gc.array(Y[0]))
     np.testing.assert_array_equal(unused.weight.data().numpy(), w0)
     assert not np.array_equal(_params(net)[0], b0[0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "llvm"])
+def test_donated_state_may_hold_another_states_update(backend):
+    # regression: with a weight and its momentum both donated, the plan wrote the new
+    # momentum into the weight's buffer and the new weight into the momentum's; writing
+    # the updates back one after the other then copied a clobbered value
+    runs = []
+    for jit in (False, True):
+        net = _net()
+        trainer = gc.Trainer(net.collect_params(), *CONFIGS["sgd-momentum"]())
+        step = _step_fn(net, trainer)
+        if jit:
+            step = gc.jit(step, backend=backend, donate=("weight", "0.weight.mom"),
+                          sanitize=True)
+        runs.append((_train(step, 3), _params(net)))
+    _assert_same_run(runs[1], runs[0])

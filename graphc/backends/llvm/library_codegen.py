@@ -337,7 +337,7 @@ class LibraryKernel:
                      for i, (x, y) in enumerate(offsets)]
         if self.spec is None:
             return calls
-        epilogue = elementwise_calls(self.spec, self.names, epi_ins + [c], outs)
+        epilogue = elementwise_calls(self.spec, self.names, epi_ins + [c], outs, at.builder)
         return None if epilogue is None else calls + epilogue
 
     def run(self, env: dict) -> None:

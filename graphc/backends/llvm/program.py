@@ -152,6 +152,8 @@ class Locations:
                 self.fixed[n] = self.home[v.name] = data
                 n += 1
         self.n_slots = n
+        #: the module builder, where calls may add kernel variants (set by the runtime)
+        self.builder = None
         for root in plan.offsets:
             self.slot_of[root] = 0
         for name in [v.name for v in graph.inputs] + [o.name for i in plan.order
@@ -384,11 +386,13 @@ def _native(loc: Loc, dtype) -> bool:
     return a.dtype == dtype and a.dtype.isnative and bool(a.flags.aligned)
 
 
-def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc]) -> list | None:
+def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc],
+                      builder=None) -> list | None:
     """An elementwise kernel (`codegen.KernelSpec`, its function ``names``) as native
     calls over static locations: the flat variant when every full-size input is
-    contiguous, else the strided one with a constant stride table; None if neither
-    exists for these layouts."""
+    contiguous, else the strided one with a constant stride table (emitted into
+    ``builder`` now if the kernel had only a flat variant: a view read in place beats a
+    copy); None if neither can be had."""
     if spec.size == 0:
         return []
     if not all(o.contiguous and _native(o, o.array.dtype) for o in outs) or \
@@ -400,10 +404,34 @@ def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc]) -> lis
             [o.array.itemsize for o in outs] + [0]
         return [Call(names["flat"], (*[a.at(0) for a in ins], *tail, ("i64", spec.size)),
                      (len(steps) - 1, tuple(steps)))]
+    if "strided" not in names and builder is not None and spec.domain:
+        names["strided"] = builder._shared(spec, True)
     if "strided" in names:
         table = strides_table(spec.domain, [a.array for a in ins])
         return [Call(names["strided"], (*[a.at(0) for a in ins], *tail, table))]
     return None
+
+
+def copy_calls(builder, src: Loc, dst: Loc, name: str) -> list | None:
+    """Native calls copying ``src`` (any layout of ``dst``'s shape: a transposed or
+    broadcast view) into the contiguous ``dst``, by a strided identity kernel."""
+    from ...ops import scalar as S
+    from ...types import TensorType
+    from .codegen import KernelSpec
+    dtype = dt.name_of(dst.array.dtype)
+    spec = KernelSpec(name, [TensorType(src.array.shape, dtype)],
+                      [TensorType(dst.array.shape, dtype)], [S.arg(0, dtype)])
+    if spec.size == 0:
+        return []
+    names = {"strided": builder._shared(spec, True)} if spec.domain else \
+        builder.add_kernel(spec)
+    return elementwise_calls(spec, names, [src], [dst])
+
+
+def scratch(at: Locations, shape: tuple, dtype) -> Loc:
+    """A private buffer of the executable (a fixed slot), as a location."""
+    a = np.empty(shape, dtype)
+    return Loc(at.new_slot(a), 0, a)
 
 
 class Program:

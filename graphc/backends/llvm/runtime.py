@@ -43,8 +43,10 @@ from .program import (
     Locations,
     NotStatic,
     Program,
+    copy_calls,
     elementwise_calls,
     emit_segment,
+    scratch,
     strides_table,
 )
 
@@ -82,7 +84,7 @@ class _Kernel:
         `program`), or None when the layouts need Python."""
         return elementwise_calls(self.spec, self.names,
                                  [at.loc[v.name] for v in self.node.inputs],
-                                 [at.loc[v.name] for v in self.node.outputs])
+                                 [at.loc[v.name] for v in self.node.outputs], at.builder)
 
     def run(self, env: dict) -> None:
         outs = self.launch([np.asarray(env[id(v)]) for v in self.node.inputs])
@@ -170,22 +172,49 @@ class _RowKernel:
             return self._single_calls(ins[0], outs[0])
         shape, axes = self.shape, self.axes
         keep = [i for i in range(len(shape)) if i not in axes]
-        if keep + list(axes) != list(range(len(shape))):
-            return None   # reduced axes not last: Python moves them
-        rows, n = math.prod(shape[:len(keep)]), math.prod(shape[len(keep):])
+        perm = keep + list(axes)
+        moved = perm != list(range(len(shape)))
+        tshape = tuple(shape[i] for i in perm)
+        rows, n = math.prod(tshape[:len(keep)]), math.prod(tshape[len(keep):])
         if not rows or not outs:
             return []
+        # full-size inputs not already contiguous rows are copied there first (reduced
+        # axes moved last, broadcasts materialized), full-size outputs moved back after
+        pre: list[Call] = []
+        post: list[Call] = []
         need = {"full": math.prod(shape), "col": n, "row": rows, "scalar": 1}
-        for a, kind in zip(ins, self.spec.in_kinds):
-            if not a.contiguous or a.array.size != need[kind] or \
-                    kind == "full" and a.array.shape != shape:
+        for j, (a, kind) in enumerate(zip(ins, self.spec.in_kinds)):
+            if kind == "full" and (moved or not a.contiguous or a.array.shape != shape):
+                if at.builder is None:
+                    return None
+                view = np.broadcast_to(a.array, shape).transpose(perm)
+                ins[j] = scratch(at, tshape, a.array.dtype)
+                copy = copy_calls(at.builder, Loc(a.slot, a.offset, view), ins[j],
+                                  f"{self.spec.name}_in{j}")
+                if copy is None:
+                    return None
+                pre += copy
+            elif not ins[j].contiguous or ins[j].array.size != need[kind]:
                 return None
+        inverse = list(np.argsort(perm))
+        for j, (o, (lv, _, _)) in enumerate(zip(outs, self.spec.outs)):
+            if lv == "full" and moved:
+                if at.builder is None:
+                    return None
+                outs[j] = scratch(at, tshape, o.array.dtype)
+                copy = copy_calls(at.builder, Loc(outs[j].slot, 0,
+                                                  outs[j].array.transpose(inverse)),
+                                  o, f"{self.spec.name}_out{j}")
+                if copy is None:
+                    return None
+                post += copy
         per_row = {"full": n, "row": 1, "col": 0, "scalar": 0}   # items a row advances
         steps = [per_row[k] * a.array.itemsize for a, k in zip(ins, self.spec.in_kinds)] + \
             [per_row[lv] * o.array.itemsize for o, (lv, _, _) in zip(outs, self.spec.outs)]
-        return [Call(self.rows_name, (*[a.at(0) for a in ins], *[o.at(0) for o in outs],
-                                      ("i64", rows), ("i64", n)),
-                     (len(steps), tuple(steps) + (0, 0)))]
+        return pre + [Call(self.rows_name, (*[a.at(0) for a in ins],
+                                            *[o.at(0) for o in outs], ("i64", rows),
+                                            ("i64", n)),
+                           (len(steps), tuple(steps) + (0, 0)))] + post
 
     def _single_calls(self, x: Loc, out: Loc) -> list[Call] | None:
         if out.array.size == 0:
@@ -327,10 +356,10 @@ class LLVMExecutable(Executable):
         between the steps that need Python."""
         plan, graph = self.memory_plan, self.graph
         at = Locations(graph, plan, _run_view)
+        at.builder = builder
         schedule: list = []
         calls: list = []
         module = builder.module
-        kernel_functions = [f for f in module.functions if not f.is_declaration]
 
         members: list = []
         steps: list[int] = []   # per schedule entry: its last node's step in plan.order
@@ -366,8 +395,10 @@ class LLVMExecutable(Executable):
                 if _ONE_NODE_SEGMENTS or self.sanitize:
                     flush()
         flush()
-        for f in kernel_functions:   # constant sizes in segments must not be inlined
-            f.attributes.add("noinline")  # into kernels: LLVM would unroll small loops
+        segments = set(self.segment_nodes)
+        for f in module.functions:   # constant sizes in segments must not be inlined into
+            if not f.is_declaration and f.name.split("_")[0] not in segments:  # kernels:
+                f.attributes.add("noinline")   # LLVM would unroll small loops
         program = Program(at, schedule, graph.outputs)
         if self.sanitize:
             program.poison_after(steps)
@@ -408,17 +439,9 @@ class LLVMExecutable(Executable):
 
 def _copy_calls(builder: codegen.ModuleBuilder, at: Locations, x, v, i: int) -> list[Call]:
     """``v`` = the elements of ``x`` in C order, copied by a strided identity kernel."""
-    from ...ops import scalar as S
-    from ...types import TensorType
-    spec = codegen.KernelSpec(f"copy{i}", [x.type], [TensorType(x.shape, x.dtype)],
-                              [S.arg(0, x.dtype)])
-    if spec.size == 0:
-        return []
     out = at.loc[v.name]
-    dst = Loc(out.slot, out.offset, out.array.reshape(x.shape))
-    names = {"strided": builder._shared(spec, True)} if spec.domain else \
-        builder.add_kernel(spec)
-    calls = elementwise_calls(spec, names, [at.loc[x.name]], [dst])
+    calls = copy_calls(builder, at.loc[x.name], Loc(out.slot, out.offset,
+                                                    out.array.reshape(x.shape)), f"copy{i}")
     if calls is None:
         raise NotStatic(f"no copy kernel for %{v.name}")
     return calls
