@@ -239,26 +239,46 @@ def feed_arrays(traced: Traced, leaves: list) -> list:
     return arrays
 
 
+def _root(a):
+    """The array that owns ``a``'s memory (the end of its ``.base`` chain)."""
+    while isinstance(getattr(a, "base", None), np.ndarray):
+        a = a.base
+    return a
+
+
+def _updated_state(traced: Traced) -> tuple[str, ...]:
+    """The graph inputs of state the trace writes (parameters and optimizer state of a
+    training step): donated, since `write_back` overwrites them anyway, so the updates
+    are computed in those buffers and need no copy back."""
+    updated = {id(obj) for obj in traced.updates}
+    runtime = [v for v in traced.graph.inputs if v.role != "constant"]
+    return tuple(v.name for feed, v in zip(traced.feeds, runtime)
+                 if feed[0] == "state" and id(feed[1]) in updated)
+
+
 def write_back(traced: Traced, outs: list, donated: bool = False) -> list:
     """Store the state updates (the trailing outputs) in place; return the user outputs.
 
-    ``donated``: the executable may have computed an update in another state's donated
-    buffer (the memory plan pairs any dying input with any output), so every update that
-    shares memory with a state it does not belong to is copied before anything is written."""
+    ``donated``: the executable may have computed an update in a donated state buffer —
+    its own (then nothing is copied) or another state's (the memory plan pairs any dying
+    input with any output): such an update is copied before anything is written."""
     n = len(outs) - len(traced.updates)
-    updates = list(zip(traced.updates, outs[n:]))
+    updates = [(obj.value()._data, value) for obj, value in zip(traced.updates, outs[n:])]
     if donated:
-        datas = [obj.value()._data for obj, _ in updates]
-        updates = [(obj, value.copy() if any(d is not own and np.may_share_memory(value, d)
-                                             for d in datas) else value)
-                   for (obj, value), own in zip(updates, datas)]
-    for obj, value in updates:
-        data = obj.value()._data
-        if value is data or (getattr(value, "base", None) is data and value.shape == data.shape
-                             and value.strides == data.strides and
-                             value.ctypes.data == data.ctypes.data):
-            continue   # computed in the state's own (donated) buffer
-        data[...] = value
+        owner = {id(_root(data)): data for data, _ in updates}
+        checked = []
+        for data, value in updates:
+            home = owner.get(id(_root(value)))
+            if home is not None and home is not data:
+                value = value.copy()      # lives in another state's buffer
+            elif home is data and value.shape == data.shape and \
+                    value.strides == data.strides and value.ctypes.data == data.ctypes.data:
+                value = None              # computed in place: nothing to copy
+            checked.append((data, value))
+        updates = checked
+    for data, value in updates:
+        if value is not None and value is not data:
+            data[...] = value
     return outs[:n]
 
 
@@ -362,6 +382,7 @@ class JitFunction:
             options = self.options
             donated = _donated_inputs(traced, self.fn, args, dyn_kwargs, options["donate"]) \
                 if options.get("donate") not in (None, ()) else ()
+            donated = tuple(dict.fromkeys(donated + _updated_state(traced)))
             if donated:
                 options = {**options, "donate": donated}
             exe = _compile_graph(traced.graph, self.backend, options)
