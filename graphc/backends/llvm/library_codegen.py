@@ -303,6 +303,9 @@ class LibraryKernel:
             return None
         a = a[None, :] if a.ndim == 1 else a
         b = b[:, None] if b.ndim == 1 else b
+        if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+            a = a.reshape(-1, a.shape[-1])   # (batch, m, k) @ (k, n): one GEMM of
+            #                                 batch * m rows (the output is laid out so)
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
         nb = len(batch)
