@@ -20,7 +20,8 @@ demo: $(STAMP)
 # The model tests run a second time with the memory-plan sanitizer on (see README).
 MODEL_TESTS := tests/test_layers.py tests/test_hybridize.py tests/test_rnn.py \
 	tests/test_jit_training.py tests/test_nn_block.py tests/test_loss.py \
-	tests/test_optim.py tests/test_autodiff.py tests/test_examples.py
+	tests/test_optim.py tests/test_autodiff.py tests/test_examples.py \
+	tests/test_llvm_models.py tests/test_llvm_program.py
 
 test: $(STAMP)
 	$(BIN)/ruff check graphc tests examples benchmarks
