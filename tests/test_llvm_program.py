@@ -117,3 +117,20 @@ def test_sanitizer_poisons_a_buffer_whose_plan_lifetime_ends_too_early(monkeypat
     np.testing.assert_allclose(good, np.log(x) + np.sum(np.exp(x) * 3), rtol=1e-5)
     bad = gc.jit(fn, backend="llvm", opt_level=0, sanitize=True)(x).numpy()
     assert np.isnan(bad).any()
+
+
+@pytest.mark.parametrize("shape", [(17, 33), (1023, 5), (3, 4097), (16, 16), (1, 7),
+                                   (0, 5), (2, 17, 31)])
+def test_transposed_reads_use_tiled_loops(shape):
+    """An input read across its rows (through a transpose view) makes the strided kernel
+    walk the last two axes in tiles; partial tiles at every edge must be covered once."""
+    rng = np.random.default_rng(sum(shape))
+    w = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape[:-2] + shape[-2:][::-1]).astype(np.float32)
+    perm = tuple(range(len(shape) - 2)) + (len(shape) - 1, len(shape) - 2)
+    fn = lambda w, g: w - 0.1 * gc.transpose(g, perm)  # noqa: E731
+    f = gc.jit(fn, backend="llvm")
+    np.testing.assert_allclose(f(w, g).numpy(), w - 0.1 * np.transpose(g, perm),
+                               rtol=1e-6, atol=1e-6)
+    if min(shape[-2:]) > 1:   # (a transpose of a (n, 1) array is contiguous)
+        assert "_tiled" in f.compiled(w, g).optimized_ir

@@ -232,26 +232,31 @@ class ModuleBuilder:
             raise
         return names
 
-    def _shared(self, spec: KernelSpec, strided: bool) -> str:
-        """The function of ``spec``'s variant, emitted unless an equal one exists."""
-        key = (len(spec.domain) if strided else None, _code_key(spec))
+    def _shared(self, spec: KernelSpec, strided: bool, tiled: bool = False) -> str:
+        """The function of ``spec``'s variant, emitted unless an equal one exists.
+        ``tiled``: the strided variant with its two inner loops walked in square tiles
+        (for inputs read across their rows, e.g. through a transpose view)."""
+        tiled = tiled and strided and len(spec.domain) >= 2
+        key = (len(spec.domain) if strided else None, tiled, _code_key(spec))
         if key not in self.functions:
-            self.functions[key] = self._emit(spec, strided)
+            self.functions[key] = self._emit(spec, strided, tiled)
         return self.functions[key]
 
-    def _emit(self, spec: KernelSpec, strided: bool) -> str:
+    def _emit(self, spec: KernelSpec, strided: bool, tiled: bool = False) -> str:
         n_in, n_out = len(spec.in_types), len(spec.out_types)
         argtys = [PTR] * (n_in + n_out) + [PTR if strided else I64]
-        name = f"{spec.name}_{'strided' if strided else 'flat'}"
+        variant = "tiled" if tiled else "strided" if strided else "flat"
+        name = f"{spec.name}_{variant}"
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), argtys), name=name)
         try:
-            self._define(fn, spec, strided)
+            self._define(fn, spec, strided, tiled)
         except Unsupported:
             del self.module.globals[name]
             raise
         return name
 
-    def _define(self, fn: ir.Function, spec: KernelSpec, strided: bool) -> None:
+    def _define(self, fn: ir.Function, spec: KernelSpec, strided: bool,
+                tiled: bool = False) -> None:
         n_in, n_out = len(spec.in_types), len(spec.out_types)
         for a in fn.args[:n_in + n_out]:
             a.add_attribute("noalias")
@@ -283,6 +288,9 @@ class ModuleBuilder:
             strides = [[entry(ndim * (1 + j) + k) for k in range(ndim)] for j in range(n_in)]
 
             def level(k, lin, offs):
+                if tiled and k == ndim - 2:
+                    return tiles(lin, offs)
+
                 def step(i):
                     lin2 = b.add(b.mul(lin, dims[k]), i)
                     offs2 = [b.add(o, b.mul(i, s[k])) for o, s in zip(offs, strides)]
@@ -291,6 +299,33 @@ class ModuleBuilder:
                     else:
                         level(k + 1, lin2, offs2)
                 _loop(b, dims[k], step)
+
+            def tiles(lin, offs):
+                """The last two axes in TILE x TILE blocks: a transposed read then stays
+                in cache while a block of the output's rows is written."""
+                d0, d1 = dims[-2], dims[-1]
+                t = ir.Constant(I64, TILE)
+
+                def count(d):
+                    return b.sdiv(b.add(d, ir.Constant(I64, TILE - 1)), t)
+
+                def block(t0, t1):
+                    i0, j0 = b.mul(t0, t), b.mul(t1, t)
+                    n0 = b.select(b.icmp_signed("<", b.sub(d0, i0), t), b.sub(d0, i0), t)
+                    n1 = b.select(b.icmp_signed("<", b.sub(d1, j0), t), b.sub(d1, j0), t)
+
+                    def row(a):
+                        i = b.add(i0, a)
+                        base = b.mul(b.add(b.mul(lin, d0), i), d1)
+                        offs_i = [b.add(o, b.mul(i, st[-2])) for o, st in zip(offs, strides)]
+
+                        def col(c):
+                            j = b.add(j0, c)
+                            body(b.add(base, j),
+                                 [b.add(o, b.mul(j, st[-1])) for o, st in zip(offs_i, strides)])
+                        _loop(b, n1, col)
+                    _loop(b, n0, row)
+                _loop(b, count(d0), lambda t0: _loop(b, count(d1), lambda t1: block(t0, t1)))
 
             zero = ir.Constant(I64, 0)
             level(0, zero, [zero] * n_in)
@@ -301,6 +336,10 @@ class ModuleBuilder:
         if fn is None:
             fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
         return fn
+
+
+#: Block size of the tiled strided variant (a 16 x 16 float64 tile is 2 KiB).
+TILE = 16
 
 
 def _loop(b: ir.IRBuilder, n: ir.Value, body) -> None:

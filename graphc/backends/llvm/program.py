@@ -410,11 +410,16 @@ def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc],
             [o.array.itemsize for o in outs] + [0]
         return [Call(names["flat"], (*[a.at(0) for a in ins], *tail, ("i64", spec.size)),
                      (len(steps) - 1, tuple(steps)))]
-    if "strided" not in names and builder is not None and spec.domain:
-        names["strided"] = builder._shared(spec, True)
-    if "strided" in names:
-        table = strides_table(spec.domain, [a.array for a in ins])
-        return [Call(names["strided"], (*[a.at(0) for a in ins], *tail, table))]
+    table = strides_table(spec.domain, [a.array for a in ins])
+    # an input read across its rows (innermost stride neither 0 nor 1): the tiled loops
+    across = len(spec.domain) >= 2 and any(s not in (0, 1) for s in table[1:, -1])
+    variant = "tiled" if across else "strided"
+    if variant not in names and builder is not None and spec.domain:
+        names[variant] = builder._shared(spec, True, tiled=across)
+    if variant not in names and "strided" in names:
+        variant = "strided"
+    if variant in names:
+        return [Call(names[variant], (*[a.at(0) for a in ins], *tail, table))]
     return None
 
 
