@@ -35,6 +35,7 @@ from .nn.block import load  # noqa: E402
 from . import clipping as utils  # noqa: E402  (gc.utils.clip_global_norm, as Gluon)
 from . import data, init, loss, metric, optim  # noqa: E402
 from .optim import Trainer  # noqa: E402
+from . import viz  # noqa: E402  (gc.viz.to_dot; runs no process at import)
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,267 @@
+"""The ``graphc`` command: inspect, run and diagnose exported models without writing Python.
+
+Subcommands: ``info`` (what a graph holds and what compiling it gives), ``run`` (an exported
+model on .npy inputs), ``doctor`` (which backends work on this machine, and why not), ``viz``
+(Graphviz output through `graphc.viz`). Every failure the user can fix (bad argument, missing or
+corrupt file) exits 2 with one ``graphc CMD: ...`` line on stderr instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+
+import numpy as np
+
+from .errors import GraphcError
+
+FLOPS_HELP = ("FLOPs counted: 2*M*N*K per matmul, 2*MACs per conv2d, 1 per output element of "
+              "elementwise ops, 1 per input element of reductions; pools, shape/data-movement "
+              "ops and other library calls count 0.")
+
+
+class _Fail(Exception):
+    """A user-fixable error, reported as one stderr line."""
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def _prefix_of(path: str) -> str | None:
+    """The export prefix ``path`` names (``P`` or ``P-graph.json`` with ``P-params`` beside)."""
+    if os.path.exists(f"{path}-graph.json"):
+        return path
+    if path.endswith("-graph.json"):
+        prefix = path[:-len("-graph.json")]
+        if os.path.exists(f"{prefix}-params.safetensors"):
+            return prefix
+    return None
+
+
+def _load(path: str):
+    """(graph, params) from an exported prefix or a standalone graph JSON."""
+    from .serialize import graph_from_json, load_graph
+    prefix = _prefix_of(path)
+    if prefix is not None:
+        return load_graph(prefix)
+    if not os.path.exists(path):
+        raise _Fail(f"{path}: no such file (nor {path}-graph.json)")
+    with open(path, "rb") as f:
+        return graph_from_json(f.read()), {}
+
+
+# -- info -------------------------------------------------------------------------------------
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _flops(graph) -> int:
+    """Estimated FLOPs of one call (see FLOPS_HELP); fused bodies are counted op by op."""
+    from .ops.registry import Kind
+    total = 0
+    for n in graph.nodes:
+        if n.body is not None:
+            total += _flops(n.body)
+        elif n.op.name == "matmul":
+            total += 2 * _size(n.outputs[0].shape) * n.inputs[0].shape[-1]
+        elif n.op.name == "conv2d":
+            total += 2 * _size(n.outputs[0].shape) * _size(n.inputs[1].shape[1:])
+        elif n.op.kind is Kind.ELEMENTWISE:
+            total += sum(_size(v.shape) for v in n.outputs)
+        elif n.op.kind is Kind.REDUCTION:
+            total += _size(n.inputs[0].shape)
+    return total
+
+
+def _histogram(graph) -> Counter:
+    return Counter(n.op.name for n in graph.nodes)
+
+
+def _nbytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return ""
+
+
+def cmd_info(args) -> int:
+    from .passes.pipeline import compile_graph
+    graph, params = _load(args.file)
+    print(f"graph {graph.name}")
+    print("inputs:")
+    for v in graph.inputs:
+        if v.role != "constant":
+            print(f"  {v.name:24s} {str(v.shape):20s} {v.dtype:8s} {v.role}")
+    print("outputs:")
+    for v in graph.outputs:
+        print(f"  {v.name:24s} {str(v.shape):20s} {v.dtype}")
+    print("ops:")
+    for op, count in sorted(_histogram(graph).items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:24s} {count}")
+    pv = [v for v in graph.inputs if v.role in ("parameter", "state")]
+    nbytes = sum(_size(v.shape) * np.dtype(_np_dtype(v.dtype)).itemsize for v in pv)
+    print(f"parameters: {sum(_size(v.shape) for v in pv)} ({_nbytes(nbytes)}, {len(pv)} tensors)")
+    print(f"flops: {_flops(graph)}")
+    exe = compile_graph(graph, "reference")
+    print(f"kernels after fusion: {exe.num_kernels} (from {len(graph.nodes)} nodes)")
+    plan = exe.memory_plan
+    if plan is not None:
+        print(f"memory: naive {plan.naive_bytes} B, arena {plan.arena_bytes} B, "
+              f"lower bound {plan.lower_bound_bytes} B")
+    return 0
+
+
+def _np_dtype(name: str):
+    from . import dtypes
+    return dtypes.to_numpy(name)
+
+
+# -- run --------------------------------------------------------------------------------------
+
+def _parse_inputs(specs: list[str], graph) -> dict[str, np.ndarray]:
+    names = [v.name for v in graph.data_inputs]
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise _Fail(f"--input wants NAME=FILE.npy, got {spec!r}")
+        if name not in names:
+            raise _Fail(f"unknown input {name!r}; the model takes {names}")
+        feeds[name] = np.load(path, allow_pickle=False)
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise _Fail(f"missing --input for {missing} (the model takes {names})")
+    return feeds
+
+
+def _run(graph, params: dict, feeds: dict, backend: str) -> list[np.ndarray]:
+    from .passes.pipeline import compile_graph
+    exe = compile_graph(graph, backend)
+    arrays = []
+    for v in exe.runtime_inputs:
+        a = feeds[v.name] if v.name in feeds else params.get(v.name)
+        if a is None:
+            raise _Fail(f"no value for {v.role} input {v.name!r} in the params file")
+        want = _np_dtype(v.dtype)
+        if a.dtype != want and v.name in feeds and np.can_cast(a.dtype, want, "same_kind"):
+            a = a.astype(want)   # float64 .npy files are common; the graph's dtype wins
+        arrays.append(np.ascontiguousarray(a))
+    return [np.asarray(o) for o in exe(*arrays)]
+
+
+def cmd_run(args) -> int:
+    from .serialize import load_graph
+    if not os.path.exists(f"{args.prefix}-graph.json"):
+        raise _Fail(f"{args.prefix}-graph.json not found (PREFIX is what export() was given)")
+    graph, params = load_graph(args.prefix)
+    outs = _run(graph, params, _parse_inputs(args.input or [], graph), args.backend)
+    paths = args.out or []
+    dest = [""] * len(outs)
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        np.savez(paths[0], **{f"output{i}": o for i, o in enumerate(outs)})
+        dest = [f" -> {paths[0]}[output{i}]" for i in range(len(outs))]
+    elif paths:
+        if len(paths) > len(outs):
+            raise _Fail(f"{len(paths)} --out paths for {len(outs)} outputs")
+        for i, (p, o) in enumerate(zip(paths, outs)):
+            np.save(p, o)
+            dest[i] = f" -> {p}"
+    for i, o in enumerate(outs):
+        stats = (f" min {o.min():.6g} max {o.max():.6g} mean {o.mean():.6g}"
+                 if o.size and o.dtype.kind in "fiu" else "")
+        print(f"output{i}: shape {o.shape} dtype {o.dtype}{stats}{dest[i]}")
+    return 0
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+KEY_FEATURES = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vnni", "neon")
+
+
+def cmd_doctor(args) -> int:
+    import graphc as gc
+    try:
+        from .backends.llvm import library_codegen, native_module
+        target, cpu, features, _ = native_module._host()
+        on = {f[1:] for f in features.split(",") if f.startswith("+")}
+        have = [f for f in KEY_FEATURES if f in on]
+        print(f"llvm: ok  triple {target.triple}, cpu {cpu}, features {' '.join(have) or '-'}")
+        blas = library_codegen.blas()
+        print(f"  blas: {'found (' + ', '.join(sorted(blas)) + ')' if blas else 'not found'}"
+              f"{'' if blas else ' -- gemm falls back to generated loops'}")
+        cache = native_module.cache_dir()
+        print(f"  compile cache: {cache if cache is not None else 'off (GRAPHC_CACHE=0)'}")
+    except Exception as e:  # noqa: BLE001 -- doctor reports any failure instead of dying
+        print(f"llvm: unavailable ({type(e).__name__}: {e})")
+    print(f"reference: ok  numpy {np.__version__}")
+    try:
+        import cupy
+        print(f"cuda: cupy {cupy.__version__}, {cupy.cuda.runtime.getDeviceCount()} device(s)")
+    except ImportError:
+        print("cuda: unavailable (cupy not installed: pip install graphc[gpu])")
+    except Exception as e:  # noqa: BLE001
+        print(f"cuda: unavailable ({type(e).__name__}: {e})")
+    print(f"threads: {gc.get_num_threads()}")
+    return 0
+
+
+# -- viz --------------------------------------------------------------------------------------
+
+def cmd_viz(args) -> int:
+    try:
+        from . import viz
+    except ImportError as e:
+        raise _Fail(f"graphc.viz is not available ({e})") from None
+    graph, _ = _load(args.file)
+    viz.render(viz.to_dot(graph), args.output)   # .dot as text; .svg/.png need Graphviz
+    print(f"wrote {args.output}")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphc", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info = sub.add_parser("info", help="inputs, ops, parameters, FLOPs, kernels, memory plan",
+                          description="Summarize a graph. " + FLOPS_HELP + " Kernels and the "
+                          "memory plan come from compiling at the default opt level.")
+    info.add_argument("file", help="graph JSON, or an export PREFIX (PREFIX-graph.json)")
+    info.set_defaults(fn=cmd_info)
+    run = sub.add_parser("run", help="run an exported model on .npy inputs",
+                         description="Run PREFIX-graph.json + PREFIX-params.safetensors.")
+    run.add_argument("prefix", help="the path HybridBlock.export was given")
+    run.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                     help="one per data input (repeat)")
+    run.add_argument("--backend", choices=("llvm", "reference"), default="llvm")
+    run.add_argument("--out", action="append", metavar="PATH",
+                     help="a .npy per output (repeat), or one .npz for all; omitted: print a "
+                          "summary")
+    run.set_defaults(fn=cmd_run)
+    doc = sub.add_parser("doctor", help="which backends work here, and why not",
+                         description="Report the llvm, reference and cuda backends' status.")
+    doc.set_defaults(fn=cmd_doctor)
+    viz = sub.add_parser("viz", help="draw a graph with Graphviz",
+                         description="Write a .dot file, or .svg/.png (needs the dot program).")
+    viz.add_argument("file", help="graph JSON, or an export PREFIX")
+    viz.add_argument("-o", "--output", required=True, help="out.dot, out.svg or out.png")
+    viz.set_defaults(fn=cmd_viz)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: sys.argv[1:]); the exit status is returned,
+    not raised, so tests and embedders can call it in-process."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, message already printed)
+        return int(e.code or 0)
+    try:
+        return args.fn(args)
+    except (_Fail, GraphcError, OSError, ValueError) as e:
+        msg, head = " ".join(str(e).split()) or type(e).__name__, f"graphc {args.command}: "
+        print(msg if msg.startswith(head) else head + msg, file=sys.stderr)
+        return 2
