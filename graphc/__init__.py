@@ -36,6 +36,7 @@ from . import clipping as utils  # noqa: E402  (gc.utils.clip_global_norm, as Gl
 from . import data, init, loss, metric, optim  # noqa: E402
 from .optim import Trainer  # noqa: E402
 from . import viz  # noqa: E402  (gc.viz.to_dot; runs no process at import)
+from . import profiler  # noqa: E402  (gc.profiler.profile(): kernel table, Chrome trace)
 
 __version__ = "0.1.0"
 

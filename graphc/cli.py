@@ -2,8 +2,9 @@
 
 Subcommands: ``info`` (what a graph holds and what compiling it gives), ``run`` (an exported
 model on .npy inputs), ``doctor`` (which backends work on this machine, and why not), ``viz``
-(Graphviz output through `graphc.viz`). Every failure the user can fix (bad argument, missing or
-corrupt file) exits 2 with one ``graphc CMD: ...`` line on stderr instead of a traceback.
+(Graphviz output through `graphc.viz`), ``bench`` (workloads W1-W8 imperative vs compiled).
+Every failure the user can fix (bad argument, missing or corrupt file) exits 2 with one
+``graphc CMD: ...`` line on stderr instead of a traceback.
 """
 
 from __future__ import annotations
@@ -221,6 +222,38 @@ def cmd_viz(args) -> int:
     return 0
 
 
+# -- bench ------------------------------------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    """Time W1-W8 imperative vs compiled (see graphc.bench.runner); --plot is checked before the
+    (slow) run so a missing matplotlib fails at once."""
+    import json
+
+    from .backends import get_backend
+    from .bench import runner
+    workloads = runner.parse_workloads(args.workloads)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends:
+        raise _Fail("--backends is empty; e.g. --backends reference,llvm")
+    for b in backends:
+        get_backend(b)   # unknown names fail here, before any timing
+    if args.threads is not None and args.threads < 1:
+        raise _Fail(f"--threads must be >= 1, got {args.threads}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise _Fail("--plot needs matplotlib: pip install 'graphc[plot]'") from None
+    report = runner.run(workloads, backends, quick=args.quick, threads=args.threads)
+    print(runner.table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.plot:
+        runner.plot(report, args.plot)
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
@@ -249,6 +282,21 @@ def _parser() -> argparse.ArgumentParser:
     viz.add_argument("file", help="graph JSON, or an export PREFIX")
     viz.add_argument("-o", "--output", required=True, help="out.dot, out.svg or out.png")
     viz.set_defaults(fn=cmd_viz)
+    bench = sub.add_parser("bench", help="time workloads W1-W8, imperative vs compiled",
+                           description="Time the reference workloads W1-W8 imperative vs "
+                           "compiled, with the machine's copy and GEMM ceilings measured in "
+                           "the same run. Progress goes to stderr, the table to stdout.")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer repetitions and small ceilings (all of W1-W8 in < 1 min)")
+    bench.add_argument("--workloads", default=None, metavar="W1,W7",
+                       help="comma-separated ids (default: all)")
+    bench.add_argument("--backends", default="llvm", metavar="reference,llvm",
+                       help="comma-separated backends (default: llvm)")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="threads for native kernels and BLAS (default: all CPUs)")
+    bench.add_argument("--json", metavar="PATH", help="write every cell as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
+    bench.set_defaults(fn=cmd_bench)
     return p
 
 

@@ -13,10 +13,12 @@ its lifetime ends, so a wrong plan shows up as a wrong result.
 from __future__ import annotations
 
 import os
+from time import perf_counter_ns
 
 import numpy as np
 
 from .. import dtypes as dt
+from .. import profiler
 from ..device import device_of
 from ..graph import Graph, Node
 from . import register_backend
@@ -44,8 +46,12 @@ class Interpreter(Executable):
                 env[id(v)] = xp.asarray(self.graph.constants[v.name])
         if self.sanitize:
             return self.fresh_outputs(self.run_planned(env, xp))
+        prof = profiler._ACTIVE
         for node in self.graph.nodes:
+            t = perf_counter_ns() if prof is not None else 0
             self.run_node(node, env, xp)
+            if prof is not None:
+                prof.record(node, t, perf_counter_ns() - t)
         return self.fresh_outputs([env[id(v)] for v in self.graph.outputs])
 
     def run_node(self, node: Node, env: dict, xp) -> None:

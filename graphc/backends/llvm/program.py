@@ -30,11 +30,13 @@ offset, with strides, found by running the view op once at construction on real 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 import numpy as np
 from llvmlite import ir
 
 from ... import dtypes as dt
+from ... import profiler
 from ...graph import Graph, Value
 from ...passes.memory import ARENA, OUTPUT, MemoryPlan
 from .codegen import I64, PTR
@@ -455,6 +457,9 @@ class Program:
         self.graph_outputs = outputs
         self.python_steps = sum(1 for s in schedule if s[0] == "python")
         self.dying = None   # the sanitizer's poison list (see `poison_after`)
+        #: per schedule entry, the nodes it runs (for `graphc.profiler`; the runtime sets
+        #: the native segments' nodes)
+        self.step_nodes: list = [[s[1]] if s[0] == "python" else [] for s in schedule]
         at = locations
         self.values = np.zeros(at.n_slots, np.int64)  # the pointer table
         self.table_address = _address(self.values)
@@ -544,12 +549,17 @@ class Program:
         dying = self.dying
         if dying is not None:
             self.at.arena.fill(0xFF)   # NaN in every float dtype
+        prof = profiler._ACTIVE
         for k, (fn, node, kernel) in enumerate(self.steps):
             if dying is not None:
                 for flat, dtype in dying[k]:
                     self._poison(flat, dtype, np)
+            if prof is not None:
+                t = perf_counter_ns()
             if fn is not None:
                 fn(self.table_address)
+                if prof is not None:
+                    prof.record(self.step_nodes[k], t, perf_counter_ns() - t)
                 continue
             if env is None:
                 env = {}
@@ -562,6 +572,8 @@ class Program:
                     r = env[id(v)]
                     if r is not home:
                         np.copyto(home, r)
+            if prof is not None:
+                prof.record(self.step_nodes[k], t, perf_counter_ns() - t)
         outs = []
         for v, (kind, i) in zip(self.graph_outputs, self._out_kinds):
             if kind == "input":

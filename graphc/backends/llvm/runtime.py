@@ -27,10 +27,12 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+from time import perf_counter_ns
 
 import numpy as np
 
 from ... import dtypes as dt
+from ... import profiler
 from ...graph import Graph, Node
 from ...ops.registry import Kind
 from ..base import Executable
@@ -392,7 +394,7 @@ class LLVMExecutable(Executable):
             else:
                 calls.extend(native)
                 members.append(node)
-                if _ONE_NODE_SEGMENTS or self.sanitize:
+                if _ONE_NODE_SEGMENTS or self.sanitize or profiler._ACTIVE is not None:
                     flush()
         flush()
         segments = set(self.segment_nodes)
@@ -400,6 +402,8 @@ class LLVMExecutable(Executable):
             if not f.is_declaration and f.name.split("_")[0] not in segments:  # kernels:
                 f.attributes.add("noinline")   # LLVM would unroll small loops
         program = Program(at, schedule, graph.outputs)
+        program.step_nodes = [self.segment_nodes[s[1]] if s[0] == "native" else [s[1]]
+                              for s in schedule]
         if self.sanitize:
             program.poison_after(steps)
         return program
@@ -423,11 +427,15 @@ class LLVMExecutable(Executable):
             if v.role == "constant":
                 env[id(v)] = self.graph.constants[v.name]
         run_node = self.interpreter.run_node
+        prof = profiler._ACTIVE
         for kernel, node in self._steps:
+            t = perf_counter_ns() if prof is not None else 0
             if kernel is None:
                 run_node(node, env, np)
             else:
                 kernel.run(env)
+            if prof is not None:
+                prof.record(node, t, perf_counter_ns() - t)
         return self.fresh_outputs([env[id(v)] for v in self.graph.outputs])
 
     def _run_python(self, node: Node, kernel, env: dict) -> None:

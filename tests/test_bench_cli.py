@@ -1,0 +1,58 @@
+"""`graphc bench`: every requested cell measured, compiled agrees with imperative, bad input is
+one stderr line with exit 2 (timings themselves are not asserted: see DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from graphc.cli import main
+
+
+def test_bench_quick_json_has_every_cell(tmp_path, capsys):
+    import graphc as gc
+    threads_before = gc.get_num_threads()
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--quick", "--workloads", "W1,W7", "--backends", "reference,llvm",
+               "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    cells = {(c["workload"], c["backend"]): c for c in report["cells"]}
+    assert set(cells) == {(w, b) for w in ("W1", "W7") for b in ("reference", "llvm")}
+    for c in cells.values():
+        for key in ("median_s", "min_s", "max_s", "imperative_median_s", "first_call_s"):
+            assert c[key] > 0, (c["workload"], c["backend"], key)
+        assert c["min_s"] <= c["median_s"] <= c["max_s"]
+        assert c["max_abs_diff"] < 1e-5
+        assert c["arena_bytes"] is not None and c["arena_bytes"] >= 0
+    assert cells[("W1", "llvm")]["floor_fraction"] > 0
+    assert cells[("W7", "llvm")]["floor_fraction"] is None
+    assert report["threads"] == 1 and gc.get_num_threads() == threads_before   # restored
+    assert report["ceilings"]["copy_bytes_per_s"] > 0
+    assert report["ceilings"]["gemm_flops_per_s"] > 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\nW1 ") == 2 and captured.out.count("\nW7 ") == 2
+    progress = captured.err.splitlines()
+    assert len(progress) == 4 and "\r" not in captured.err   # stderr is not a terminal here
+    assert progress[-1].startswith("[4/4] W7 llvm")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--workloads", "W1,W99"], "W99"),
+    (["--backends", "nosuch"], "nosuch"),
+    (["--threads", "0"], "--threads"),
+])
+def test_bench_bad_input_is_one_line(argv, needle, capsys):
+    assert main(["bench", "--quick", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("graphc bench: ") and needle in err[0]
+
+
+def test_bench_plot_without_matplotlib_names_extra(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import fails as if not installed
+    assert main(["bench", "--quick", "--workloads", "W7", "--plot", str(tmp_path / "b.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "graphc[plot]" in err[0]
+    assert not (tmp_path / "b.png").exists()
