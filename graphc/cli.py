@@ -141,8 +141,13 @@ def _parse_inputs(specs: list[str], graph) -> dict[str, np.ndarray]:
 def _run(graph, params: dict, feeds: dict, backend: str) -> list[np.ndarray]:
     from .passes.pipeline import compile_graph
     exe = compile_graph(graph, backend)
+    return [np.asarray(o) for o in exe(*_arrays(exe.runtime_inputs, params, feeds))]
+
+
+def _arrays(runtime_inputs, params: dict, feeds: dict) -> list[np.ndarray]:
+    """One array per runtime input: from ``feeds`` (.npy files) or the params file."""
     arrays = []
-    for v in exe.runtime_inputs:
+    for v in runtime_inputs:
         a = feeds[v.name] if v.name in feeds else params.get(v.name)
         if a is None:
             raise _Fail(f"no value for {v.role} input {v.name!r} in the params file")
@@ -150,7 +155,7 @@ def _run(graph, params: dict, feeds: dict, backend: str) -> list[np.ndarray]:
         if a.dtype != want and v.name in feeds and np.can_cast(a.dtype, want, "same_kind"):
             a = a.astype(want)   # float64 .npy files are common; the graph's dtype wins
         arrays.append(np.ascontiguousarray(a))
-    return [np.asarray(o) for o in exe(*arrays)]
+    return arrays
 
 
 def cmd_run(args) -> int:
@@ -256,6 +261,52 @@ def cmd_bench(args) -> int:
 
 # -- entry point ------------------------------------------------------------------------------
 
+def cmd_profile(args) -> int:
+    """Per-kernel times of an exported model or a reference workload."""
+    import time
+
+    from .bench.workloads import WORKLOADS
+    from .profiler import profile, profile_graph
+    if args.calls < 1 or args.warmup < 0:
+        raise _Fail("--calls must be >= 1 and --warmup >= 0")
+    if args.target in WORKLOADS:
+        from . import jit
+        w = WORKLOADS[args.target]()
+        with profile() as p:
+            f = jit(w.step, backend=args.backend)
+            for _ in range(args.warmup):
+                f(*w.args)
+            p.events.clear()
+            p.t0 = time.perf_counter_ns()
+            for _ in range(args.calls):
+                f(*w.args)
+        what = f"{args.target} ({w.what})"
+    else:
+        from .serialize import load_graph
+        if not os.path.exists(f"{args.target}-graph.json"):
+            raise _Fail(f"{args.target!r} is neither a workload ({', '.join(WORKLOADS)}) nor "
+                        f"an export prefix ({args.target}-graph.json not found)")
+        graph, params = load_graph(args.target)
+        feeds = _parse_inputs(args.input or [], graph)
+        runtime = [v for v in graph.inputs if v.role != "constant"]
+        rng = np.random.default_rng(0)
+        for v in runtime:   # data inputs not given: seeded random values of their type
+            if v.name not in feeds and v.name not in params:
+                a = rng.standard_normal(v.shape) if v.dtype.startswith("float") else \
+                    np.zeros(v.shape)
+                feeds[v.name] = a.astype(_np_dtype(v.dtype))
+        p = profile_graph(graph, _arrays(runtime, params, feeds), args.backend, args.calls,
+                          args.warmup)
+        what = args.target
+    print(f"profile of {what}, backend {args.backend}, {args.calls} calls")
+    print(p.table())
+    if args.trace:
+        p.chrome_trace(args.trace)
+        print(f"Chrome trace: {args.trace} (open in https://ui.perfetto.dev or "
+              "chrome://tracing)")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphc", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -297,6 +348,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="write every cell as JSON")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
     bench.set_defaults(fn=cmd_bench)
+    prof = sub.add_parser("profile", help="per-kernel time table and a Chrome trace",
+                          description="Profile an exported model (PREFIX; data inputs not "
+                          "given with --input get seeded random values) or a reference "
+                          "workload (W1-W8): each kernel timed alone (one native segment "
+                          "per node).")
+    prof.add_argument("target", help="an export PREFIX, or a workload id such as W2")
+    prof.add_argument("--input", action="append", metavar="NAME=x.npy",
+                      help="an input from a .npy file (repeatable)")
+    prof.add_argument("--backend", default="llvm", choices=("llvm", "reference"))
+    prof.add_argument("--calls", type=int, default=10, help="recorded calls (default 10)")
+    prof.add_argument("--warmup", type=int, default=1, help="unrecorded calls first")
+    prof.add_argument("--trace", metavar="PATH", help="write a Chrome trace JSON")
+    prof.set_defaults(fn=cmd_profile)
     return p
 
 

@@ -134,3 +134,29 @@ def test_viz_without_dot_program_exit_2(exported, tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert err.startswith("graphc viz: ") and "graphc viz: graphc viz" not in err
     assert "dot" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("backend", ["llvm", "reference"])
+def test_profile_exported_model_and_trace(exported, tmp_path, backend, capsys):
+    import json
+    prefix, x, _ = exported
+    np.save(tmp_path / "x.npy", x)
+    trace = tmp_path / "trace.json"
+    assert main(["profile", prefix, "--input", f"data={tmp_path / 'x.npy'}", "--calls", "3",
+                 "--backend", backend, "--trace", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d" in out and "total" in out and f"backend {backend}, 3 calls" in out
+    events = json.loads(trace.read_text())["traceEvents"]
+    kernels = {e["name"] for e in events}
+    assert events and all(e["ph"] == "X" and e["dur"] > 0 for e in events)
+    assert len(events) % 3 == 0 and len(events) // 3 == len(
+        [e for e in events if e["ts"] <= events[len(events) // 3 - 1]["ts"]])
+    assert any("conv2d" in k for k in kernels)
+
+
+def test_profile_workload_and_bad_target(capsys):
+    assert main(["profile", "W7", "--calls", "2"]) == 0
+    assert "matmul" in capsys.readouterr().out
+    assert main(["profile", "W9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neither a workload" in err[0]
