@@ -322,6 +322,12 @@ class Graph:
                             kernels=sum(by_kind.values()), fused=fused, views=views,
                             by_kind=dict(sorted(by_kind.items())))
 
+    def summary_table(self) -> str:
+        """A table with a row per node (op, output types, source line) and totals; see
+        `graphc.summary.graph_table`. `summary` stays the dict of counts."""
+        from .summary import graph_table
+        return graph_table(self)
+
     __hash__ = None  # graphs are mutable while built
 
     def to_json(self, **kwargs) -> str:

@@ -252,14 +252,14 @@ class Block:
         body = "\n".join(f"  ({k}): {_indent(repr(b), 2)}" for k, b in self._children.items())
         return f"{type(self).__name__}(\n{body}\n)"
 
-    def summary(self, *inputs) -> None:
-        """Print each parameter's name, shape and the total count."""
-        total = 0
-        for name, p in self.collect_params().items():
-            n = int(np.prod(p.shape)) if p.shape else 0
-            total += n
-            print(f"{name:<40} {str(p.shape):<20} {n}")
-        print(f"total parameters: {total}")
+    def summary(self, *inputs) -> str:
+        """Print and return a table of every block (nested ones indented): output shapes
+        from one imperative, gradient-free run on ``inputs``, own parameter counts, and
+        total / trainable / non-trainable totals (graphc/summary.py)."""
+        from ..summary import block_summary
+        table = block_summary(self, *inputs)
+        print(table)
+        return table
 
 
 def _check_tie(shared: Parameter, own: Parameter) -> None:
