@@ -244,12 +244,23 @@ def cmd_bench(args) -> int:
         get_backend(b)   # unknown names fail here, before any timing
     if args.threads is not None and args.threads < 1:
         raise _Fail(f"--threads must be >= 1, got {args.threads}")
+    try:
+        peers = runner.parse_peers(args.peers, args.peer_python)
+    except ValueError as e:
+        raise _Fail(str(e)) from None
     if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise _Fail("--plot needs matplotlib: pip install 'graphc[plot]'") from None
     report = runner.run(workloads, backends, quick=args.quick, threads=args.threads)
+    if peers:
+        cells, notes = runner.run_peers(peers, workloads, args.threads or report["threads"],
+                                        quick=args.quick)
+        report["cells"] += cells
+        report["peer_notes"] = notes
+        for n in notes:
+            print(f"graphc bench: {n}", file=sys.stderr)
     print(runner.table(report))
     if args.json:
         with open(args.json, "w") as f:
@@ -347,6 +358,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="threads for native kernels and BLAS (default: all CPUs)")
     bench.add_argument("--json", metavar="PATH", help="write every cell as JSON")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
+    bench.add_argument("--peers", default=None, metavar="numpy,torch,jax",
+                       help="also time these frameworks (graphc/bench/peers.py, one process "
+                       "each); one not installed is a note, not an error")
+    bench.add_argument("--peer-python", action="append", default=[], metavar="NAME=PYTHON",
+                       help="run peer NAME with this interpreter (repeatable), e.g. "
+                       "torch=/venvs/torch/bin/python")
     bench.set_defaults(fn=cmd_bench)
     prof = sub.add_parser("profile", help="per-kernel time table and a Chrome trace",
                           description="Profile an exported model (PREFIX; data inputs not "

@@ -56,3 +56,56 @@ def test_bench_plot_without_matplotlib_names_extra(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "graphc[plot]" in err[0]
     assert not (tmp_path / "b.png").exists()
+
+
+def test_bench_peers_numpy_cell_and_missing_torch_note(tmp_path, capsys):
+    """numpy runs through graphc/bench/peers.py in a subprocess; a peer whose framework is
+    not installed is a stderr note and a table line, exit 0."""
+    import importlib.util
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--quick", "--workloads", "W7", "--backends", "llvm", "--threads", "1",
+               "--peers", "numpy,torch", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    cells = {(c["workload"], c["backend"]): c for c in report["cells"]}
+    peer = cells[("W7", "peer:numpy")]
+    assert peer["median_s"] > 0 and peer["min_s"] <= peer["median_s"]
+    assert peer["max_scaled_diff_vs_numpy"] == 0.0 and ("W7", "llvm") in cells
+    captured = capsys.readouterr()
+    assert "peer:numpy" in captured.out
+    if importlib.util.find_spec("torch") is None:
+        assert ("W7", "peer:torch") not in cells
+        assert any("peer torch: not installed" in n for n in report["peer_notes"])
+        assert "graphc bench: peer torch: not installed" in captured.err
+        assert "note: peer torch: not installed" in captured.out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--peers", "numpy,nosuch"], "nosuch"),
+    (["--peers", "numpy", "--peer-python", "numpy"], "NAME=/path/to/python"),
+    (["--peers", "numpy", "--peer-python", "numpy=/no/such/python"], "/no/such/python"),
+])
+def test_bench_bad_peer_is_one_line(argv, needle, capsys):
+    assert main(["bench", "--quick", "--workloads", "W7", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("graphc bench: ") and needle in err[0]
+
+
+def test_peer_python_runs_that_interpreter(tmp_path):
+    """--peer-python NAME=PATH: the cells come from that interpreter (here a wrapper script
+    that records it ran, then execs this Python)."""
+    import os
+    import sys
+
+    from graphc.bench import runner
+    mark = tmp_path / "ran"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\ntouch {mark}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    peers = runner.parse_peers("numpy", [f"numpy={wrapper}"])
+    assert peers == {"numpy": str(wrapper)}
+    cells, notes = runner.run_peers(peers, ["W7"], threads=1, quick=True)
+    assert notes == [] and os.path.exists(mark)
+    assert [(c["workload"], c["backend"], c["python"]) for c in cells] == \
+        [("W7", "peer:numpy", str(wrapper))]
+    assert cells[0]["median_s"] > 0

@@ -5,16 +5,18 @@ graphc/bench/workloads.py, so ``benchmarks/workloads.py`` (graphc imperative vs 
 and this script can be read side by side. The peers are never graphc dependencies: run it
 with a separate environment that has numpy, torch (CPU) and jax[cpu], e.g.
 
-    /work/peers-venv/bin/python benchmarks/peers.py [--threads 2] [--quick] [--json PATH]
+    /work/peers-venv/bin/python graphc/bench/peers.py [--threads 2] [--quick] [--json PATH]
 
-It does not import graphc. The shapes below are copied from graphc/bench/workloads.py and
-WORKLOADS.md: keep them in sync by hand. The math is written once (`Model`) over a small
-per-framework table of primitives (`_numpy_ops`, `_torch_ops`, `_jax_ops`), so the peers
-cannot drift apart; numpy's training steps differentiate by hand, torch's and jax's by
-autodiff, and before any timing every peer's first result (the output, or the loss and
-the updated parameters of a training step) is asserted to match numpy's. Each peer runs
-in its own process (idle-spinning thread pools of two frameworks in one process slow each
-other down severalfold on two cores).
+It does not import graphc (``graphc bench --peers`` runs it by path, possibly with another
+interpreter via ``--peer-python``); a peer whose framework is not installed is reported in
+the JSON's ``info.missing`` and skipped, not an error. The shapes below are copied from
+graphc/bench/workloads.py and WORKLOADS.md: keep them in sync by hand. The math is written
+once (`Model`) over a small per-framework table of primitives (`_numpy_ops`, `_torch_ops`,
+`_jax_ops`), so the peers cannot drift apart; numpy's training steps differentiate by
+hand, torch's and jax's by autodiff, and before any timing every peer's first result (the
+output, or the loss and the updated parameters of a training step) is asserted to match
+numpy's. Each peer runs in its own process (idle-spinning thread pools of two frameworks
+in one process slow each other down severalfold on two cores).
 
 Per cell: the median time per call after the first (the same loop as
 benchmarks/workloads.py: at least ``repeats`` calls and ``min_seconds``, at most ten times
@@ -567,7 +569,11 @@ def run_worker(args: argparse.Namespace) -> None:
     """One peer over the workloads: its rows (JSON lines on stdout) and, in ``--out``, its
     first results for the parent's check."""
     repeats, min_seconds = (5, 0.2) if args.quick else (21, 1.0)
-    peer = _peer(args.peers, args.threads)
+    try:
+        peer = _peer(args.peers, args.threads)
+    except ImportError as e:  # not installed here: the parent notes it and goes on
+        print(json.dumps({"missing": args.peers, "error": str(e)}), flush=True)
+        return
     results = {}
     for wid in args.workloads.split(","):
         params, inputs = make_inputs(wid)
@@ -628,12 +634,20 @@ def main(args: argparse.Namespace) -> None:
                 if "info" in row:
                     info[name] = row["info"]
                     continue
+                if "missing" in row:
+                    info.setdefault("missing", {})[name] = row["error"]
+                    print(f"{name:<19} not installed: {row['error']}", flush=True)
+                    continue
                 rows.append(row)
                 print(f"{row['workload']:<4} {name:<14} {_fmt(row['median_s']):>10} "
                       f"{_fmt(row['best_s']):>10} {_fmt(row['first_call_s']):>11} "
                       f"{row['calls']:>6}", flush=True)
-            with np.load(path) as f:
-                outs[name] = dict(f)
+            if name not in info.get("missing", {}):
+                with np.load(path) as f:
+                    outs[name] = dict(f)
+    if "numpy" not in outs:
+        raise SystemExit("numpy is not installed in this interpreter: it is every peer's oracle")
+    names = [n for n in names if n in outs]
     info["load_after"] = os.getloadavg()
     for row in rows:  # every peer computes numpy's function (asserts)
         wid, name = row["workload"], row["peer"]
@@ -641,7 +655,8 @@ def main(args: argparse.Namespace) -> None:
         row["max_scaled_diff"] = _check(wid, name, {k: outs[name][k] for k in keys},
                                         {k: outs["numpy"][k] for k in keys})
     print(f"\nmedian per call; every peer's result matches numpy's (max scaled difference "
-          f"{max(r['max_scaled_diff'] for r in rows):.1e}). Load average before/after: "
+          f"{max((r['max_scaled_diff'] for r in rows), default=0):.1e}). "
+          f"Load average before/after: "
           f"{info['load_before'][0]:.1f}/{info['load_after'][0]:.1f} on {os.cpu_count()} "
           f"cores: under ~1.3x is noise")
     table = {(r["workload"], r["peer"]): r["median_s"] for r in rows}

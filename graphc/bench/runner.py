@@ -10,10 +10,13 @@ measured in the same run, because numbers from another run are not comparable.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -142,6 +145,73 @@ def _run(workloads: list[str], backends: list[str], quick: bool, progress: bool)
             "cells": [asdict(c) for c in cells]}
 
 
+#: ``--peers`` names -> the peer names of graphc/bench/peers.py (torch means eager and compiled)
+PEERS = {"numpy": ("numpy",), "torch": ("torch", "torch.compile"),
+         "torch.compile": ("torch.compile",), "jax": ("jax.jit",), "jax.jit": ("jax.jit",)}
+PEERS_SCRIPT = os.path.join(os.path.dirname(__file__), "peers.py")
+
+
+def parse_peers(spec: str | None, pythons: list[str] | None = None) -> dict[str, str]:
+    """``"numpy,torch"`` and ``["torch=/venv/bin/python"]`` -> {peer name: interpreter};
+    unknown names or a missing interpreter raise ValueError (one line, actionable)."""
+    names = [n.strip().lower() for n in (spec or "").split(",") if n.strip()]
+    bad = [n for n in names if n not in PEERS]
+    if bad:
+        raise ValueError(f"unknown peer(s) {bad}; choose from {','.join(PEERS)}")
+    chosen: dict[str, str] = {}
+    for item in pythons or []:
+        name, sep, path = item.partition("=")
+        if not sep or name.strip().lower() not in PEERS:
+            raise ValueError(f"--peer-python wants NAME=/path/to/python with NAME in "
+                             f"{','.join(PEERS)}, got {item!r}")
+        if not os.access(path, os.X_OK):
+            raise ValueError(f"--peer-python {name}: {path!r} is not an executable file")
+        chosen[name.strip().lower()] = path
+    return {n: chosen.get(n, sys.executable) for n in names}
+
+
+def run_peers(peers: dict[str, str], workloads: list[str], threads: int | None,
+              quick: bool = False, timeout: float | None = None) -> tuple[list[dict], list[str]]:
+    """Run peers.py once per interpreter (each peer in its own process there, as the script
+    does); returns (cells with backend ``peer:<name>``, one-line notes). A peer not installed
+    in its interpreter, a failure or a timeout is a note, never an exception: peers are never
+    graphc dependencies."""
+    groups: dict[str, list[str]] = {}
+    for name, python in peers.items():
+        groups.setdefault(python, []).extend(p for p in PEERS[name]
+                                             if p not in groups.get(python, []))
+    cells: list[dict] = []
+    notes: list[str] = []
+    timeout = timeout or (300.0 if quick else 3600.0)
+    for python, names in groups.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "peers.json")
+            cmd = [python, PEERS_SCRIPT, "--peers", ",".join(names), "--workloads",
+                   ",".join(workloads), "--threads", str(threads or os.cpu_count() or 1),
+                   "--json", out] + ["--quick"] * quick
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                notes.append(f"peers {','.join(names)} ({python}): timed out after {timeout:.0f} s")
+                continue
+            if proc.returncode or not os.path.exists(out):
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                notes.append(f"peers {','.join(names)} ({python}) failed "
+                             f"(exit {proc.returncode}): {last}")
+                continue
+            with open(out) as f:
+                result = json.load(f)
+        for name, err in result["info"].get("missing", {}).items():
+            if name in names:
+                notes.append(f"peer {name}: not installed in {python} ({err})")
+        cells += [{"workload": r["workload"], "backend": f"peer:{r['peer']}",
+                   "median_s": r["median_s"], "min_s": r["best_s"],
+                   "first_call_s": r["first_call_s"], "calls": r["calls"],
+                   "max_scaled_diff_vs_numpy": r["max_scaled_diff"], "python": python}
+                  for r in result["results"] if r["peer"] in names]
+    return cells, notes
+
+
 def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} us" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
 
@@ -155,7 +225,8 @@ def table(report: dict) -> str:
              f"{'id':<4} {'backend':<10} {'imperative':>11} {'median':>10} {'min':>10} "
              f"{'max':>10} {'speedup':>8} {'first call':>11} {'max diff':>9} {'arena':>12}  what"]
     missing = []
-    for r in report["cells"]:
+    cells = [r for r in report["cells"] if not r["backend"].startswith("peer:")]
+    for r in cells:
         arena = f"{r['arena_bytes']} B" if r["arena_bytes"] is not None else "-"
         if r["arena_bytes"] is None:
             missing.append(f"{r['workload']}/{r['backend']}: {r['arena_note']}")
@@ -168,6 +239,16 @@ def table(report: dict) -> str:
                      f"{r['max_abs_diff']:9.2e} {arena:>12}  {r['what']}{note}")
     if missing:
         lines.append("arena omitted: " + "; ".join(missing))
+    peers = [r for r in report["cells"] if r["backend"].startswith("peer:")]
+    if peers or report.get("peer_notes"):
+        cols = list(dict.fromkeys(r["backend"] for r in report["cells"]))
+        t = {(r["workload"], r["backend"]): r["median_s"] for r in report["cells"]}
+        lines.append("median per call, graphc compiled vs peers (each peer in its own process):")
+        lines.append(f"{'id':<4}" + "".join(f"{c:>20}" for c in cols))
+        for wid in dict.fromkeys(r["workload"] for r in report["cells"]):
+            lines.append(f"{wid:<4}" + "".join(
+                f"{fmt_time(t[wid, c]) if (wid, c) in t else '-':>20}" for c in cols))
+        lines += [f"note: {n}" for n in report.get("peer_notes", [])]
     return "\n".join(lines)
 
 
@@ -177,7 +258,7 @@ def plot(report: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cells = report["cells"]
+    cells = [r for r in report["cells"] if not r["backend"].startswith("peer:")]
     labels = [f"{r['workload']}\n{r['backend']}" for r in cells]
     x = np.arange(len(cells))
     fig, ax = plt.subplots(figsize=(max(6, len(cells) * 0.8), 4))
