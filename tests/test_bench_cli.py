@@ -109,3 +109,21 @@ def test_peer_python_runs_that_interpreter(tmp_path):
     assert [(c["workload"], c["backend"], c["python"]) for c in cells] == \
         [("W7", "peer:numpy", str(wrapper))]
     assert cells[0]["median_s"] > 0
+
+
+MXNET_PYTHON = "/work/mxnet-venv/bin/python"
+
+
+@pytest.mark.skipif(not __import__("os").access(MXNET_PYTHON, __import__("os").X_OK),
+                    reason=f"no MXNet interpreter at {MXNET_PYTHON} (CI has no MXNet)")
+def test_bench_mxnet_peer_through_peer_python(tmp_path):
+    """--peers mxnet means imperative and hybridized, both checked against numpy in peers.py."""
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--quick", "--workloads", "W7", "--backends", "llvm", "--threads", "1",
+               "--peers", "mxnet", "--peer-python", f"mxnet={MXNET_PYTHON}", "--json", str(out)])
+    assert rc == 0
+    cells = {(c["workload"], c["backend"]): c for c in json.loads(out.read_text())["cells"]}
+    for name in ("peer:mxnet", "peer:mxnet.hybrid"):
+        cell = cells[("W7", name)]
+        assert 0 < cell["min_s"] <= cell["median_s"] and cell["python"] == MXNET_PYTHON
+        assert cell["max_scaled_diff_vs_numpy"] < 1e-5

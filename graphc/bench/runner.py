@@ -147,7 +147,8 @@ def _run(workloads: list[str], backends: list[str], quick: bool, progress: bool)
 
 #: ``--peers`` names -> the peer names of graphc/bench/peers.py (torch means eager and compiled)
 PEERS = {"numpy": ("numpy",), "torch": ("torch", "torch.compile"),
-         "torch.compile": ("torch.compile",), "jax": ("jax.jit",), "jax.jit": ("jax.jit",)}
+         "torch.compile": ("torch.compile",), "jax": ("jax.jit",), "jax.jit": ("jax.jit",),
+         "mxnet": ("mxnet", "mxnet.hybrid"), "mxnet.hybrid": ("mxnet.hybrid",)}
 PEERS_SCRIPT = os.path.join(os.path.dirname(__file__), "peers.py")
 
 
