@@ -52,8 +52,7 @@ ENC = dict(batch=8, seq=128, d=256, heads=4, ffn=1024)  # W8
 LR = 0.1                                                # W3, W5: SGD on every parameter
 PEERS = ("numpy", "torch", "torch.compile", "jax.jit", "mxnet", "mxnet.hybrid")
 #: what MXNet cannot run here yet (recorded in the JSON's ``info.skipped``, not an error)
-MXNET_SKIPS = {"W6": "LSTM recurrence (indexing, @) not written over MXNet primitives yet",
-               "W8": "batched attention (@, permute) not written over MXNet primitives yet"}
+MXNET_SKIPS: dict = {}
 #: outside --worker, ``--peers mxnet`` means imperative and hybridized
 ALIASES = {"mxnet": ("mxnet", "mxnet.hybrid")}
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
@@ -179,7 +178,15 @@ def _jax_ops(jax) -> SimpleNamespace:
 
 def _mxnet_ops(F, shape: Callable) -> SimpleNamespace:
     """Over ``F`` = mx.nd (imperative) or mx.sym (inside a HybridBlock): symbols have no
-    shapes, so Dense and Conv sizes come from ``shape(weight)``. W6/W8 are not expressed."""
+    shapes, so Dense and Conv sizes come from ``shape(weight)`` and W6/W8 sizes from LSTM
+    and ENC; mx.sym's ``+``/``*`` do not broadcast, hence the explicit broadcast_*."""
+    c = float(math.sqrt(2 / math.pi))  # a python float: np.float32 * Symbol misbehaves
+
+    def layer_norm(x, g, b, eps):
+        xc = F.broadcast_sub(x, F.mean(x, axis=-1, keepdims=True))
+        var = F.mean(F.square(xc), axis=-1, keepdims=True)
+        return F.broadcast_add(F.broadcast_mul(F.broadcast_div(xc, F.sqrt(var + eps)), g), b)
+
     return SimpleNamespace(
         relu=F.relu, sigmoid=F.sigmoid, tanh=F.tanh, softmax=lambda z: F.softmax(z, axis=-1),
         linear=lambda x, w, b: F.FullyConnected(x, w, b, num_hidden=shape(w)[0],
@@ -187,7 +194,56 @@ def _mxnet_ops(F, shape: Callable) -> SimpleNamespace:
         conv2d=lambda x, w, b, pad: F.Convolution(x, w, b, kernel=shape(w)[2:], pad=(pad, pad),
                                                   num_filter=shape(w)[0]),
         maxpool2=lambda x: F.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type="max"),
-        flatten=F.flatten)
+        flatten=F.flatten, layer_norm=layer_norm,
+        gelu_tanh=lambda x: 0.5 * x * (1 + F.tanh(c * (x + 0.044715 * x * x * x))),
+        permute=lambda x, axes: F.transpose(x, axes=axes),
+        split=lambda x, n, axis=-1, squeeze=False: list(
+            F.split(x, num_outputs=n, axis=axis, squeeze_axis=squeeze)),
+        stack=lambda xs, axis: F.stack(*xs, axis=axis), reshape=F.reshape,
+        take=lambda table, idx: F.take(table, idx), add=F.broadcast_add,
+        matmul_t=lambda x, w: F.dot(x, w, transpose_b=True),  # x @ w.T, w 2-D
+        batch_dot=F.batch_dot)
+
+
+class _MXNetModel:
+    """W6/W8 over MXNet primitives, the same math as Model.lstm_lm / Model.encoder but
+    without ``[]``, ``@``, ``.T`` or ``.shape`` (which mx.sym lacks)."""
+
+    def __init__(self, F: SimpleNamespace):
+        self.F = F
+
+    def lstm_lm(self, p, tokens):
+        F = self.F
+        xw = F.linear(F.take(p["emb"], tokens), p["wi"], F.add(p["bi"], p["bh"]))
+        h = c = None
+        outs = []
+        for x_t in F.split(xw, LSTM["seq"], axis=0, squeeze=True):
+            gates = x_t if h is None else x_t + F.matmul_t(h, p["wh"])
+            i, f, g, o = F.split(gates, 4)
+            i, f, g, o = F.sigmoid(i), F.sigmoid(f), F.tanh(g), F.sigmoid(o)
+            c = i * g if c is None else f * c + i * g
+            h = o * F.tanh(c)
+            outs.append(h)
+        return F.linear(F.stack(outs, 0), p["dec.w"], p["dec.b"])
+
+    def encoder(self, p, x):
+        F, hn = self.F, ENC["heads"]
+        b, t, d = ENC["batch"], ENC["seq"], ENC["d"]
+        dh = d // hn
+        q, k, v = F.split(F.linear(F.layer_norm(x, p["ln1.g"], p["ln1.b"], 1e-5),
+                                   p["qkv.w"], p["qkv.b"]), 3)
+
+        def heads(z):  # (b, t, d) -> (b*hn, t, dh): batch_dot is 3-D
+            return F.reshape(F.permute(F.reshape(z, (b, t, hn, dh)), (0, 2, 1, 3)),
+                             (b * hn, t, dh))
+
+        att = F.softmax(F.batch_dot(heads(q), heads(k), transpose_b=True) / math.sqrt(dh))
+        ctx = F.reshape(F.permute(F.reshape(F.batch_dot(att, heads(v)), (b, hn, t, dh)),
+                                  (0, 2, 1, 3)), (b, t, d))
+        x = x + F.linear(ctx, p["proj.w"], p["proj.b"])
+        hid = F.gelu_tanh(F.linear(F.layer_norm(x, p["ln2.g"], p["ln2.b"], 1e-5),
+                                   p["ff1.w"], p["ff1.b"]))
+        return x + F.linear(hid, p["ff2.w"], p["ff2.b"])
 
 
 # -- the math, once -----------------------------------------------------------------------
@@ -548,6 +604,9 @@ class MXNetPeer(Peer):
 
         def fn(F, q, *xs, shape=lambda a: a.shape):
             model = Model(_mxnet_ops(F, shape))
+            if wid in ("W6", "W8"):  # expressed without indexing, @ or .shape
+                return getattr(_MXNetModel(model.F), {"W6": "lstm_lm", "W8": "encoder"}[wid])(
+                    q, *xs)
             if not train:
                 return forward(model, wid)(q, *xs)
             z = getattr(model, net)(q, xs[0])
