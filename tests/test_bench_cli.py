@@ -28,6 +28,11 @@ def test_bench_quick_json_has_every_cell(tmp_path, capsys):
         assert c["arena_bytes"] is not None and c["arena_bytes"] >= 0
     assert cells[("W1", "llvm")]["floor_fraction"] > 0
     assert cells[("W7", "llvm")]["floor_fraction"] is None
+    # W7's three products: 2 * (64*64 + 64*64 + 64*10) FLOPs per call, against GEMM peak
+    w7 = cells[("W7", "llvm")]
+    assert w7["gemm_fraction"] == pytest.approx(
+        2 * (64 * 64 * 2 + 64 * 10) / w7["median_s"] / report["ceilings"]["gemm_flops_per_s"])
+    assert cells[("W1", "llvm")]["gemm_fraction"] is None
     assert report["threads"] == 1 and gc.get_num_threads() == threads_before   # restored
     assert report["ceilings"]["copy_bytes_per_s"] > 0
     assert report["ceilings"]["gemm_flops_per_s"] > 0

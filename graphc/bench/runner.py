@@ -45,6 +45,8 @@ class Cell:
     arena_note: str = ""
     #: W1 only: compiled median / bandwidth floor (1.0 = at the copy-bandwidth ceiling)
     floor_fraction: float | None = None
+    #: GEMM-bound workloads: matmul + conv FLOPs per call / median / the GEMM ceiling
+    gemm_fraction: float | None = None
 
 
 def _times(fn: Callable, args: tuple, repeats: int, min_seconds: float) -> list[float]:
@@ -67,6 +69,16 @@ def ceilings(quick: bool) -> tuple[float, float]:
     a = np.ones((m, m), np.float32)
     gemm = statistics.median(_times(lambda: a @ a, (), 3 if quick else 7, 0.1 if quick else 0.5))
     return 2 * n / copy, 2 * m ** 3 / gemm
+
+
+def _gemm_flops(jitted, args) -> int:
+    """FLOPs of the matmuls and convolutions one call of the compiled graph performs."""
+    from ..profiler import _flops
+    try:
+        graph = jitted.compiled(*args).graph
+    except Exception:  # noqa: BLE001 -- no graph, no fraction
+        return 0
+    return sum(_flops(n) for n in graph.nodes)
 
 
 def _arena(jitted, args) -> tuple[int | None, str]:
@@ -132,9 +144,11 @@ def _run(workloads: list[str], backends: list[str], quick: bool, progress: bool)
             ts = _times(jitted, comp.args, repeats, min_seconds)
             med = statistics.median(ts)
             floor = 4 * first.nbytes / bandwidth if wid == "W1" else None
+            gemm = _gemm_flops(jitted, comp.args)
             cells.append(Cell(wid, backend, imp.what, med, min(ts), max(ts), t_imp, first_call,
                               diff, t_imp / med, arena, note,
-                              med / floor if floor else None))
+                              med / floor if floor else None,
+                              gemm / med / flops if gemm else None))
             done += 1
             if progress:
                 _progress(f"{wid} {backend}: {fmt_time(med)}", done, total)
@@ -233,6 +247,8 @@ def table(report: dict) -> str:
             missing.append(f"{r['workload']}/{r['backend']}: {r['arena_note']}")
         note = f" (compiled at {r['floor_fraction']:.2f}x the bandwidth floor)" \
             if r["floor_fraction"] is not None else ""
+        if r.get("gemm_fraction") is not None:
+            note += f" (GEMM work at {r['gemm_fraction']:.0%} of GEMM peak)"
         lines.append(f"{r['workload']:<4} {r['backend']:<10} "
                      f"{fmt_time(r['imperative_median_s']):>11} {fmt_time(r['median_s']):>10} "
                      f"{fmt_time(r['min_s']):>10} {fmt_time(r['max_s']):>10} "
