@@ -218,11 +218,7 @@ class _MXNetModel:
         h = c = None
         outs = []
         for x_t in F.split(xw, LSTM["seq"], axis=0, squeeze=True):
-            gates = x_t if h is None else x_t + F.matmul_t(h, p["wh"])
-            i, f, g, o = F.split(gates, 4)
-            i, f, g, o = F.sigmoid(i), F.sigmoid(f), F.tanh(g), F.sigmoid(o)
-            c = i * g if c is None else f * c + i * g
-            h = o * F.tanh(c)
+            h, c = _lstm_step(F, x_t if h is None else x_t + F.matmul_t(h, p["wh"]), c)
             outs.append(h)
         return F.linear(F.stack(outs, 0), p["dec.w"], p["dec.b"])
 
@@ -247,6 +243,14 @@ class _MXNetModel:
 
 
 # -- the math, once -----------------------------------------------------------------------
+
+
+def _lstm_step(F, gates, c):
+    """One LSTM step from its gate pre-activations (order i, f, g, o): (h, c)."""
+    i, f, g, o = F.split(gates, 4)
+    i, f, g, o = F.sigmoid(i), F.sigmoid(f), F.tanh(g), F.sigmoid(o)
+    c = i * g if c is None else f * c + i * g
+    return o * F.tanh(c), c
 
 
 class Model:
@@ -280,11 +284,7 @@ class Model:
         xw = F.linear(p["emb"][tokens], p["wi"], p["bi"] + p["bh"])
         wh_t, h, c, outs = p["wh"].T, None, None, []
         for t in range(xw.shape[0]):
-            gates = xw[t] if h is None else xw[t] + h @ wh_t
-            i, f, g, o = F.split(gates, 4)
-            i, f, g, o = F.sigmoid(i), F.sigmoid(f), F.tanh(g), F.sigmoid(o)
-            c = i * g if c is None else f * c + i * g
-            h = o * F.tanh(c)
+            h, c = _lstm_step(F, xw[t] if h is None else xw[t] + h @ wh_t, c)
             outs.append(h)
         return F.linear(F.stack(outs, 0), p["dec.w"], p["dec.b"])
 
