@@ -71,12 +71,13 @@ def test_results_are_fresh_and_inputs_come_back_as_given():
         assert same.numpy() is x and np.shares_memory(t.numpy(), x)   # as numpy's x.T
     for k in range(3):   # new arguments each call: staged, so the view must be a copy
         y = x + k
-        same, t, doubled = f(y)
+        _, t, doubled = f(y)
         np.testing.assert_array_equal(t.numpy(), y.T)
-        t.numpy()[...] = -1
-        doubled.numpy()[...] = -1   # writing into a result changes nothing later
+        doubled.numpy()[...] = -1   # the caller owns a result: writing into it ...
         _, t2, d2 = f(y)
-        np.testing.assert_array_equal(d2.numpy(), y * 2)
+        np.testing.assert_array_equal(d2.numpy(), y * 2)   # ... changes no later call
+        assert (doubled.numpy() == -1).all(), "a later call wrote into an earlier result"
+        np.testing.assert_array_equal(t2.numpy(), y.T)
 
 
 def test_donated_argument_holds_the_result():

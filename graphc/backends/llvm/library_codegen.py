@@ -143,25 +143,29 @@ def _offsets(x: np.ndarray, nb: int) -> np.ndarray:
     return off.reshape(-1)
 
 
+def _batched(a: np.ndarray, b: np.ndarray) -> tuple:
+    """numpy.matmul's operands as stacks of matrices: a vector is a row (a) or a column
+    (b); (batch..., m, k) @ (k, n) with a C-contiguous ``a`` is ONE (batch*m, k) matrix
+    (the output is laid out so); other batch dims broadcast as stride-0 views. Returns
+    (a, b, m, k, n, batch)."""
+    a = a[None, :] if a.ndim == 1 else a
+    b = b[:, None] if b.ndim == 1 else b
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+        a = a.reshape(-1, a.shape[-1])
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    return (np.broadcast_to(a, batch + (m, k)), np.broadcast_to(b, batch + (k, n)),
+            m, k, n, batch)
+
+
 def gemm(a: np.ndarray, b: np.ndarray, out_shape: tuple, dtype) -> np.ndarray:
     """numpy.matmul(a, b) of dtype ``dtype`` through BLAS, as a new C-contiguous array of
     ``out_shape``."""
     a, b = np.asarray(a, dtype), np.asarray(b, dtype)
     fn = _BLAS[np.dtype(dtype).name]
-    if a.ndim == 2 == b.ndim and a.flags.aligned and b.flags.aligned:  # the Dense case
-        (m, k), n = a.shape, b.shape[1]
-        la, lb = _matrix(a), _matrix(b)
-        if la is not None and lb is not None and m and n and k:
-            out = np.empty((m, n), dtype)
-            fn(_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data,
-               lb[1], 0.0, out.ctypes.data, n)
-            return out
     a = a if a.flags.aligned else a.copy()
     b = b if b.flags.aligned else b.copy()
-    a = a[None, :] if a.ndim == 1 else a
-    b = b[:, None] if b.ndim == 1 else b
-    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    a, b, m, k, n, batch = _batched(a, b)
     out = np.empty(batch + (m, n), dtype)
     if out.size == 0:
         return out.reshape(out_shape)
@@ -169,9 +173,6 @@ def gemm(a: np.ndarray, b: np.ndarray, out_shape: tuple, dtype) -> np.ndarray:
         out.fill(0)
         return out.reshape(out_shape)
     nb = len(batch)
-    if nb:
-        a = np.broadcast_to(a, batch + (m, k))
-        b = np.broadcast_to(b, batch + (k, n))
     first = (0,) * nb
     la, lb = _matrix(a[first]), _matrix(b[first])  # every batch matrix has these strides
     if la is None:
@@ -182,9 +183,6 @@ def gemm(a: np.ndarray, b: np.ndarray, out_shape: tuple, dtype) -> np.ndarray:
         lb = _NO_TRANS, max(1, n)
     (ta, lda), (tb, ldb) = la, lb
     pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
-    if not nb:
-        fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, n)
-        return out.reshape(out_shape)
     step = m * n * out.itemsize
     for i, (x, y) in enumerate(zip(_offsets(a, nb).tolist(), _offsets(b, nb).tolist())):
         fn(_ROW_MAJOR, ta, tb, m, n, k, 1.0, pa + x, lda, pb + y, ldb, 0.0, pc + i * step, n)
@@ -301,13 +299,7 @@ class LibraryKernel:
         a, b = la.array, lb.array
         if not all(x.dtype == dtype and x.dtype.isnative and x.flags.aligned for x in (a, b)):
             return None
-        a = a[None, :] if a.ndim == 1 else a
-        b = b[:, None] if b.ndim == 1 else b
-        if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
-            a = a.reshape(-1, a.shape[-1])   # (batch, m, k) @ (k, n): one GEMM of
-            #                                 batch * m rows (the output is laid out so)
-        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        a, b, m, k, n, batch = _batched(a, b)
         nb = len(batch)
         outs = [at.loc[v.name] for v in self.node.outputs]
         epi_ins = [at.loc[v.name] for v in self.epi_node.inputs[:-1]] if self.spec else []
@@ -323,8 +315,6 @@ class LibraryKernel:
         if m and n and math.prod(batch):
             if k == 0:
                 return None
-            a = np.broadcast_to(a, batch + (m, k))
-            b = np.broadcast_to(b, batch + (k, n))
             first = (0,) * nb
             ma, mb = _matrix(a[first]), _matrix(b[first])
             offsets = list(zip(_offsets(a, nb).tolist(), _offsets(b, nb).tolist()))

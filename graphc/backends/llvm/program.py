@@ -389,7 +389,7 @@ def strides_table(domain: tuple, ins: list[np.ndarray]) -> np.ndarray:
     return table
 
 
-def _native(loc: Loc, dtype) -> bool:
+def _readable(loc: Loc, dtype) -> bool:
     a = loc.array
     return a.dtype == dtype and a.dtype.isnative and bool(a.flags.aligned)
 
@@ -403,8 +403,8 @@ def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc],
     copy); None if neither can be had."""
     if spec.size == 0:
         return []
-    if not all(o.contiguous and _native(o, o.array.dtype) for o in outs) or \
-            not all(_native(a, dt.to_numpy(t.dtype)) for a, t in zip(ins, spec.in_types)):
+    if not all(o.contiguous and _readable(o, o.array.dtype) for o in outs) or \
+            not all(_readable(a, dt.to_numpy(t.dtype)) for a, t in zip(ins, spec.in_types)):
         return None
     tail = [o.at(0) for o in outs]
     if "flat" in names and all(a.contiguous or a.array.size == 1 for a in ins):
@@ -451,15 +451,15 @@ class Program:
     """The schedule of a compiled graph: native segments and Python steps (see the module
     docstring). ``python_steps`` counts the steps that need Python per call."""
 
-    def __init__(self, locations: Locations, schedule: list, outputs: list[Value]):
+    def __init__(self, locations: Locations, schedule: list, outputs: list[Value],
+                 step_nodes: list[list]):
         self.at = locations
         self.schedule = schedule        # [("native", segment name) | ("python", node, kernel)]
         self.graph_outputs = outputs
         self.python_steps = sum(1 for s in schedule if s[0] == "python")
         self.dying = None   # the sanitizer's poison list (see `poison_after`)
-        #: per schedule entry, the nodes it runs (for `graphc.profiler`; the runtime sets
-        #: the native segments' nodes)
-        self.step_nodes: list = [[s[1]] if s[0] == "python" else [] for s in schedule]
+        #: per schedule entry, the nodes it runs (for `graphc.profiler`)
+        self.step_nodes = step_nodes
         at = locations
         self.values = np.zeros(at.n_slots, np.int64)  # the pointer table
         self.table_address = _address(self.values)

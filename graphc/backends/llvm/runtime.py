@@ -401,9 +401,9 @@ class LLVMExecutable(Executable):
         for f in module.functions:   # constant sizes in segments must not be inlined into
             if not f.is_declaration and f.name.split("_")[0] not in segments:  # kernels:
                 f.attributes.add("noinline")   # LLVM would unroll small loops
-        program = Program(at, schedule, graph.outputs)
-        program.step_nodes = [self.segment_nodes[s[1]] if s[0] == "native" else [s[1]]
-                              for s in schedule]
+        program = Program(at, schedule, graph.outputs,
+                          [self.segment_nodes[s[1]] if s[0] == "native" else [s[1]]
+                           for s in schedule])
         if self.sanitize:
             program.poison_after(steps)
         return program
