@@ -44,17 +44,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 
 import numpy as np
 from llvmlite import ir
 
 from ... import dtypes as dt
-from ...errors import BackendError
-from ...graph import Node
 from ...ops import scalar as S
-from ...ops.registry import Kind
-from ...types import TensorType
+from ..kernel_specs import KernelSpec, Unsupported
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -67,10 +63,6 @@ _LIBM = {"log1p", "expm1", "erf"}
 _INTRINSIC = {"exp", "log", "sin", "cos", "tanh", "pow"}
 
 
-class Unsupported(BackendError):
-    """A kernel this code generator cannot render; the runtime falls back for it."""
-
-
 def _vmath():
     """`vmath.EMITTERS` if that module exists (written alongside this one), else {}."""
     name = __package__ + ".vmath"
@@ -80,99 +72,6 @@ def _vmath():
         return dict(getattr(importlib.import_module(name), "EMITTERS", {}))
     except ImportError:
         return {}
-
-
-# -- kernels ------------------------------------------------------------------------------
-
-class KernelSpec:
-    """What one elementwise kernel computes: output expressions over typed inputs on D."""
-
-    def __init__(self, name: str, in_types: list[TensorType], out_types: list[TensorType],
-                 exprs: list[S.Expr]):
-        self.name, self.in_types, self.out_types, self.exprs = name, in_types, out_types, exprs
-        self.domain = out_types[0].shape
-        self.size = math.prod(self.domain)
-        #: whether the flat variant exists: every input has shape D or one element
-        self.flat = all(t.shape == self.domain or t.size == 1 for t in in_types)
-
-
-def is_elementwise_kernel(node: Node) -> bool:
-    if node.body is not None:
-        return node.attrs.get("kind") == "elementwise"
-    return node.op.kind is Kind.ELEMENTWISE and node.op.scalar is not None
-
-
-def kernel_spec(node: Node, name: str) -> KernelSpec:
-    """The spec of an elementwise kernel node, or `Unsupported`."""
-    if not is_elementwise_kernel(node):
-        raise Unsupported(f"{node.op.name} is not an elementwise kernel")
-    in_types = [v.type for v in node.inputs]
-    args = [S.arg(j, t.dtype) for j, t in enumerate(in_types)]
-    if node.body is None:
-        exprs = [_apply(node, args)]
-    else:
-        exprs = _body_exprs(node, args)
-    out_types = [v.type for v in node.outputs]
-    if len({t.shape for t in out_types}) != 1:
-        raise Unsupported("outputs of different shapes")
-    if expression_depth(exprs) > MAX_DEPTH:
-        raise Unsupported(f"an expression deeper than {MAX_DEPTH} primitives")
-    return KernelSpec(name, in_types, out_types, exprs)
-
-
-#: Deeper expressions (a traced loop of 3000 adds) would overflow the recursive
-#: renderers; such kernels run in the interpreter.
-MAX_DEPTH = 400
-
-
-def expression_depth(exprs: list[S.Expr]) -> int:
-    """The longest primitive chain in ``exprs`` (iterative: the trees may be deep)."""
-    depth: dict[int, int] = {}
-    for root in exprs:
-        stack = [(root, False)]
-        while stack:
-            e, done = stack.pop()
-            if id(e) in depth:
-                continue
-            if done or not e.args:
-                depth[id(e)] = 1 + max((depth[id(a)] for a in e.args), default=0)
-            else:
-                stack.append((e, True))
-                stack.extend((a, False) for a in e.args if id(a) not in depth)
-    return max((depth[id(e)] for e in exprs), default=0)
-
-
-def _apply(node: Node, args: list[S.Expr]) -> S.Expr:
-    if node.op.kind is not Kind.ELEMENTWISE or node.op.scalar is None or \
-            len(node.outputs) != 1:
-        raise Unsupported(f"{node.op.name} has no scalar expression")
-    e = node.op.scalar(*args, **node.attrs)
-    e = S._lift(e, node.outputs[0].dtype)
-    return S.cast(e, node.outputs[0].dtype)
-
-
-def _body_exprs(node: Node, args: list[S.Expr]) -> list[S.Expr]:
-    body = node.body
-    domain = node.outputs[0].type.shape
-    env: dict[int, S.Expr] = {}
-    params = iter(args)
-    for v in body.inputs:
-        if v.role != "constant":
-            env[id(v)] = next(params)
-            continue
-        data = body.constants[v.name]
-        if data.size != 1:
-            raise Unsupported(f"constant %{v.name} of {data.size} elements inside a kernel")
-        env[id(v)] = S.const(data.reshape(()).item(), v.dtype)
-    for n in body.nodes:
-        e = _apply(n, [env[id(v)] for v in n.inputs])
-        out = n.outputs[0].type
-        if out.shape != domain:
-            if out.size != 1:
-                raise Unsupported(f"body value of shape {out.shape} in a kernel over {domain}")
-            e = _index_at_zero(e)  # a one-element value: computed at its own index 0
-        env[id(n.outputs[0])] = e
-    return [env[id(v)] for v in body.outputs]
 
 
 def _code_key(spec: KernelSpec) -> tuple:
@@ -187,20 +86,6 @@ def _code_key(spec: KernelSpec) -> tuple:
         return k
     return (tuple((t.dtype, t.size == 1) for t in spec.in_types),
             tuple(t.dtype for t in spec.out_types), tuple(key(e) for e in spec.exprs))
-
-
-def _index_at_zero(e: S.Expr, memo: dict | None = None) -> S.Expr:
-    memo = {} if memo is None else memo
-    if id(e) in memo:
-        return memo[id(e)]
-    if e.fn == "index":
-        r = S.const(0, "int64")
-    elif e.args:
-        r = S.Expr(e.fn, tuple(_index_at_zero(a, memo) for a in e.args), e.value, e.dtype)
-    else:
-        r = e
-    memo[id(e)] = r
-    return r
 
 
 # -- the module ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ never as a separate pass over the output:
 
 Results match the reference backend within float rounding (the direct kernel sums each
 dot product in im2col order with FMAs, as OpenBLAS does). Only float32/float64 nodes with
-non-empty channel and spatial dims are native; anything else raises `codegen.Unsupported`
+non-empty channel and spatial dims are native; anything else raises `kernel_specs.Unsupported`
 and the runtime interprets the node. `ConvKernel.calls` gives the native program its call
 (`advances` says how to split it over images across threads); `run` serves the Python
 path, with per-thread scratch.
@@ -48,6 +48,7 @@ from ... import dtypes as dt
 from ...graph import Node
 from ...ops import scalar as S
 from ...ops.registry import Kind
+from .. import kernel_specs
 from . import codegen, library_codegen
 from .codegen import _MEM, I32, I64, PTR, Unsupported
 from .program import Call
@@ -140,7 +141,7 @@ class _Epilogue:
             if n is lib:
                 env[id(n.outputs[0])] = res
                 continue
-            e = codegen._apply(n, [read(v) for v in n.inputs])
+            e = kernel_specs.apply_scalar(n, [read(v) for v in n.inputs])
             if n.outputs[0].type.shape != domain and _uses_index(e, set()):
                 raise Unsupported("the flat index at a broadcast shape in an epilogue")
             env[id(n.outputs[0])] = e
@@ -161,8 +162,8 @@ class _Epilogue:
         self.exprs = [S.arg(0, out_type.dtype)]
         return self
 
-    def spec(self, name: str) -> codegen.KernelSpec:
-        return codegen.KernelSpec(name, self.in_types, self.out_types, self.exprs)
+    def spec(self, name: str) -> kernel_specs.KernelSpec:
+        return kernel_specs.KernelSpec(name, self.in_types, self.out_types, self.exprs)
 
 
 def _substitute(e: S.Expr, old: S.Expr, new: S.Expr, memo: dict) -> S.Expr:

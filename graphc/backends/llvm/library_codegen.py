@@ -18,7 +18,7 @@ multiply-adds are latency-bound (W7's tiny MLP) and stay in the reference interp
 (numpy ops cost less there than the set-up of the ctypes calls, about 1 us per data
 pointer read). Only float32/float64
 gemms are native; other dtypes, constants of several elements inside the kernel, and the
-case where the BLAS symbol cannot be found (`blas()` is None) raise `codegen.Unsupported`,
+case where the BLAS symbol cannot be found (`blas()` is None) raise `kernel_specs.Unsupported`,
 and the runtime runs the node in the reference interpreter.
 """
 
@@ -33,8 +33,9 @@ import numpy as np
 
 from ... import dtypes as dt
 from ...graph import Node
-from ...ops import scalar as S
 from ...ops.registry import Kind
+from .. import kernel_specs
+from ..kernel_specs import gemm_epilogue
 from . import codegen
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -209,16 +210,16 @@ class LibraryKernel:
         """``make_kernel``: the runtime's elementwise kernel class, called as (node, spec,
         module, names) to bind the epilogue (its ``launch`` runs it)."""
         if blas() is None:
-            raise codegen.Unsupported("no BLAS gemm symbol found in numpy's libraries")
+            raise kernel_specs.Unsupported("no BLAS gemm symbol found in numpy's libraries")
         self.node, self.make_kernel = node, make_kernel
         self.epilogue = self.names = self.spec = None
         if node.body is None:
             self.operands, self.out_type = list(node.inputs), node.outputs[0].type
         else:
-            lib, self.operands, self.spec, ins = self._fused(node, name)
+            lib, self.operands, self.spec, ins = gemm_epilogue(node, name)
             self.out_type = lib.outputs[0].type
         if self.out_type.dtype not in ("float32", "float64") or len(self.operands) != 2:
-            raise codegen.Unsupported(f"{self.out_type.dtype} gemm")
+            raise kernel_specs.Unsupported(f"{self.out_type.dtype} gemm")
         a, b = (v.type for v in self.operands)
         #: run from Python by numpy (see `SMALL_GEMM`); native segments call BLAS anyway
         self.small = a.size * b.shape[-1] < SMALL_GEMM
@@ -227,62 +228,6 @@ class LibraryKernel:
             self.names = builder.add_kernel(self.spec)
             self.epi_node = _EpilogueNode(ins + [_Value()], node.outputs)
             self.in_place = [v.type for v in node.outputs] == [self.out_type]
-
-    def _fused(self, node: Node, name: str):
-        body = node.body
-        libs = [n for n in body.nodes if n.op.kind is Kind.LIBRARY]
-        if len(libs) != 1 or libs[0].op.library != "gemm" or len(libs[0].outputs) != 1:
-            raise codegen.Unsupported("not one gemm library op")
-        lib = libs[0]
-        outer = {}  # body param -> outer value
-        params = iter(node.inputs)
-        for v in body.inputs:
-            if v.role != "constant":
-                outer[id(v)] = next(params)
-        operands = []
-        for v in lib.inputs:
-            if id(v) not in outer:
-                raise codegen.Unsupported("a gemm operand computed or constant in the kernel")
-            operands.append(outer[id(v)])
-        domain = lib.outputs[0].type.shape
-        env: dict[int, S.Expr] = {}
-        ins: list = []
-        in_types = []
-
-        def read(v):
-            if id(v) in env:
-                return env[id(v)]
-            if id(v) in outer:
-                e = S.arg(len(ins), v.dtype)
-                ins.append(outer[id(v)])
-                in_types.append(v.type)
-            else:
-                data = body.constants[v.name]
-                if data.size != 1:
-                    raise codegen.Unsupported(f"constant %{v.name} of {data.size} elements")
-                e = S.const(data.reshape(()).item(), v.dtype)
-            env[id(v)] = e
-            return e
-        late = []  # the gemm result's arg index is only known once every input is read
-        for n in body.nodes:
-            if n is lib:
-                env[id(n.outputs[0])] = res = S.Expr("arg", (), None, n.outputs[0].dtype)
-                late.append(res)
-                continue
-            e = codegen._apply(n, [read(v) for v in n.inputs])
-            if n.outputs[0].type.shape != domain:
-                if n.outputs[0].type.size != 1:
-                    raise codegen.Unsupported(f"epilogue value of shape {n.outputs[0].shape}")
-                e = codegen._index_at_zero(e)
-            env[id(n.outputs[0])] = e
-        exprs = [read(v) for v in body.outputs]
-        arg = S.arg(len(ins), lib.outputs[0].dtype)
-        exprs = [_substitute(e, late[0], arg, {}) for e in exprs]
-        out_types = [v.type for v in node.outputs]
-        if any(t.shape != domain for t in out_types):
-            raise codegen.Unsupported("an epilogue output not at the gemm's shape")
-        spec = codegen.KernelSpec(name, in_types + [lib.outputs[0].type], out_types, exprs)
-        return lib, operands, spec, ins
 
     def bind(self, module) -> LibraryKernel:
         """Binds the epilogue's entry points in the loaded module."""
@@ -352,15 +297,3 @@ class LibraryKernel:
         outs = self.epilogue.launch(ins, [ins[-1]] if self.in_place else None)
         for v, o in zip(self.node.outputs, outs):
             env[id(v)] = o
-
-
-def _substitute(e: S.Expr, old: S.Expr, new: S.Expr, memo: dict) -> S.Expr:
-    """``e`` with node ``old`` (by identity) replaced by ``new``."""
-    if e is old:
-        return new
-    if id(e) in memo:
-        return memo[id(e)]
-    r = S.Expr(e.fn, tuple(_substitute(a, old, new, memo) for a in e.args), e.value,
-               e.dtype) if e.args else e
-    memo[id(e)] = r
-    return r

@@ -396,7 +396,7 @@ def _readable(loc: Loc, dtype) -> bool:
 
 def elementwise_calls(spec, names: dict, ins: list[Loc], outs: list[Loc],
                       builder=None) -> list | None:
-    """An elementwise kernel (`codegen.KernelSpec`, its function ``names``) as native
+    """An elementwise kernel (`kernel_specs.KernelSpec`, its function ``names``) as native
     calls over static locations: the flat variant when every full-size input is
     contiguous, else the strided one with a constant stride table (emitted into
     ``builder`` now if the kernel had only a flat variant: a view read in place beats a

@@ -33,28 +33,20 @@ combiner here and fall back.
 
 from __future__ import annotations
 
-import math
-
 from llvmlite import ir
 
-from ...graph import Node
 from ...ops import scalar as S
-from ...ops.registry import Kind
-from ...types import TensorType
+from ..kernel_specs import FLOATS, Reduce, RowSpec, Unsupported
 from .codegen import (
     _MEM,
     _REG,
     I64,
     PTR,
     ModuleBuilder,
-    Unsupported,
-    _apply,
     _const,
     _Emitter,
     _loop,
 )
-
-_FLOATS = ("float32", "float64")
 
 
 def _fold_add(em, acc, x):
@@ -84,190 +76,6 @@ _COMBINE = {"add": _fold_add, "mul": _fold_mul,
 _ZERO_TIES = ("max", "min")
 #: finalize -> f(builder, acc, count as float)
 _FINALIZE = {None: lambda b, acc, n: acc, "mean": lambda b, acc, n: b.fdiv(acc, n)}
-
-
-class _Red:
-    """One reduction of a kernel: its full-level input expression and result placeholder."""
-
-    __slots__ = ("expr", "out", "combiner", "identity", "finalize", "dtype", "depth")
-
-    def __init__(self, node: Node, expr: S.Expr, k: int, depth: int):
-        r = node.op.reduction
-        if r is None or r.combiner not in _COMBINE or r.finalize not in _FINALIZE:
-            raise Unsupported(f"{node.op.name}: no native combiner")
-        dtype = node.outputs[0].dtype
-        if dtype not in _FLOATS or node.inputs[0].dtype != dtype:
-            raise Unsupported(f"{node.op.name} of {node.inputs[0].dtype} -> {dtype}")
-        self.expr, self.dtype, self.depth = expr, dtype, depth
-        self.combiner, self.identity, self.finalize = r.combiner, r.identity, r.finalize
-        self.out = S.Expr("reduced", (), k, dtype)  # rendered only through the memo
-
-
-class RowSpec:
-    """A row-wise kernel: typed inputs by kind, reductions by depth, outputs by level."""
-
-    def __init__(self, name: str, in_types: list[TensorType], in_kinds: list[str],
-                 reds: list[_Red], outs: list[tuple[str, str, S.Expr]],
-                 unit_rows: bool = False):
-        self.name, self.in_types, self.in_kinds, self.reds, self.outs = \
-            name, in_types, in_kinds, reds, outs
-        self.unit_rows = unit_rows  # rows of one element: full and per-row values coincide
-        self.depth = max((r.depth for r in reds), default=0)
-
-    def key(self) -> tuple:
-        memo: dict[int, tuple] = {}
-
-        def key(e):
-            k = memo.get(id(e))
-            if k is None:
-                k = memo[id(e)] = (e.fn, e.dtype, repr(e.value), tuple(key(a) for a in e.args))
-            return k
-        return (self.unit_rows, tuple(t.dtype for t in self.in_types), tuple(self.in_kinds),
-                tuple((key(r.expr), r.combiner, r.identity, r.finalize, r.depth)
-                      for r in self.reds),
-                tuple((lv, d, key(e)) for lv, d, e in self.outs))
-
-
-def _uses_index(e: S.Expr, seen: set) -> bool:
-    if id(e) in seen:
-        return False
-    seen.add(id(e))
-    return e.fn == "index" or any(_uses_index(a, seen) for a in e.args)
-
-
-def row_spec(node: Node, name: str) -> tuple[RowSpec, tuple, tuple[int, ...]]:
-    """The spec of a fused ``reduction`` kernel, with its full shape S and reduced axes;
-    `Unsupported` for anything else. Reduced axes that are not trailing (kernels where no
-    full value reads a reduction) are made trailing by the runtime, which transposes the
-    full inputs and outputs; rows of one element are full and reduced at once."""
-    body = node.body
-    if body is None or node.attrs.get("kind") != "reduction":
-        raise Unsupported("not a fused reduction kernel")
-    reds = [n for n in body.nodes if n.op.kind is Kind.REDUCTION]
-    first = reds[0]
-    shape = first.inputs[0].type.shape
-    axes = first.attrs.get("axis")
-    axes = tuple(range(len(shape))) if axes is None else \
-        (axes,) if isinstance(axes, int) else tuple(axes)
-    axes = tuple(sorted(axes))
-    ndim, k = len(shape), len(shape) - len(axes)
-    trailing = axes == tuple(range(k, ndim))
-    keep = tuple(1 if i in axes else d for i, d in enumerate(shape))
-    drop = tuple(d for i, d in enumerate(shape) if i not in axes)
-    for r in reds:
-        if r.inputs[0].type.shape != shape or r.attrs.get("axis") != first.attrs.get("axis"):
-            raise Unsupported("reductions over different axes or shapes")
-
-    def level(t: TensorType) -> str:
-        if t.shape == shape:
-            return "full"
-        if t.shape in (keep, drop):
-            return "row"
-        if math.prod(t.shape) == 1:
-            return "scalar"
-        pad = (1,) * (ndim - len(t.shape)) + t.shape
-        if len(t.shape) <= ndim and all(a in (1, b) for a, b in zip(pad, shape)):
-            # one row broadcast to every row, or materialized at S by the runtime
-            return "col" if trailing and all(d == 1 for d in pad[:k]) else "full"
-        raise Unsupported(f"input of shape {t.shape} in a row-wise kernel over {shape}")
-
-    uses = _read_as(body, shape, keep, drop, trailing, k)
-    env: dict[int, S.Expr] = {}
-    depth: dict[int, int] = {}  # id(value) -> how many reduction passes it waits for
-    in_types, in_kinds = [], []
-    for v in body.inputs:
-        if v.role == "constant":
-            data = body.constants[v.name]
-            if data.size != 1:
-                raise Unsupported(f"constant %{v.name} of {data.size} elements")
-            env[id(v)] = S.const(data.reshape(()).item(), v.dtype)
-        else:
-            env[id(v)] = S.arg(len(in_types), v.dtype)
-            in_types.append(v.type)
-            # read an input as its uses need (fuzzer: on square shapes, an input of shape
-            # `drop` that numpy broadcasts along the reduced axes, e.g. layer norm's gamma
-            # on (n, n), was read per row)
-            kinds = uses.get(id(v), set()) - {"scalar"}
-            if len(kinds) > 1:
-                raise Unsupported(f"input %{v.name} read both as {' and '.join(kinds)}")
-            in_kinds.append(kinds.pop() if kinds and v.type.shape != shape and
-                            math.prod(v.type.shape) != 1 else level(v.type))
-        depth[id(v)] = 0
-    out_reds: list[_Red] = []
-    for n in body.nodes:
-        d = max((depth[id(v)] for v in n.inputs), default=0)
-        if n.op.kind is Kind.REDUCTION:
-            red = _Red(n, env[id(n.inputs[0])], len(out_reds), d + 1)
-            out_reds.append(red)
-            e, d = red.out, d + 1
-        else:
-            e = _apply(n, [env[id(v)] for v in n.inputs])
-        env[id(n.outputs[0])], depth[id(n.outputs[0])] = e, d
-    outs = []
-    for v in body.outputs:
-        lv = level(v.type)
-        if lv not in ("full", "row"):
-            raise Unsupported(f"kernel output of shape {v.type.shape}")
-        outs.append((lv, v.dtype, env[id(v)]))
-    seen: set = set()
-    if any(_uses_index(e, seen) for e in [r.expr for r in out_reds] + [o[2] for o in outs]):
-        raise Unsupported("the flat index inside a row-wise kernel")
-    return RowSpec(name, in_types, in_kinds, out_reds, outs, keep == shape), shape, axes
-
-
-def _read_as(body, shape, keep, drop, trailing, k) -> dict[int, set]:
-    """id(value) -> the kinds (full, row, col, scalar) its uses read it as, by numpy's
-    broadcasting: an operand of a node of the full shape S as its shape broadcasts to S;
-    an operand of a smaller node as that node's value is read, per row where the node
-    depends on a reduction. `Unsupported` where one reading cannot serve (a reduced value
-    that numpy broadcasts along the reduced axes, ``x - max(x, axis=1)`` on (n, n))."""
-    def bcast(t: tuple) -> str:
-        if t == shape:
-            return "full"
-        if math.prod(t) == 1:
-            return "scalar"
-        pad = (1,) * (len(shape) - len(t)) + t
-        if len(t) > len(shape) or not all(a in (1, b) for a, b in zip(pad, shape)):
-            raise Unsupported(f"value of shape {t} in a row-wise kernel over {shape}")
-        if pad == keep:
-            return "row"
-        return "col" if trailing and all(d == 1 for d in pad[:k]) else "full"
-
-    reduced: set[int] = set()
-    for n in body.nodes:
-        if n.op.kind is Kind.REDUCTION or any(id(v) in reduced for v in n.inputs):
-            reduced.update(id(v) for v in n.outputs)
-    need: dict[int, set] = {id(v): {"full" if v.type.shape == shape else "row"}
-                            for v in body.outputs}
-    for n in reversed(body.nodes):
-        out = n.outputs[0]
-        ctx = need.get(id(out), set()) | ({"row"} if id(out) in reduced else set())
-        if id(out) in reduced and out.type.shape != shape and ctx - {"row", "scalar"}:
-            raise Unsupported(f"reduced value %{out.name} broadcast along the reduced axes")
-        for u in n.inputs:
-            t = u.type.shape
-            if n.op.kind is Kind.REDUCTION or t == shape or out.type.shape == shape or \
-                    math.prod(t) == 1:
-                kinds = {bcast(t)}
-            elif (1,) * (len(out.type.shape) - len(t)) + t != out.type.shape:
-                raise Unsupported(f"%{u.name} of shape {t} in a per-row value")
-            else:
-                kinds = ctx
-            if "row" in kinds and t not in (keep, drop) and \
-                    (1,) * (len(shape) - len(t)) + t != keep:
-                raise Unsupported(f"%{u.name} of shape {t} read per row")
-            need.setdefault(id(u), set()).update(kinds)
-    return need
-
-
-def single_spec(node: Node, name: str) -> RowSpec:
-    """A single REDUCTION node as a one-pass row kernel over (rows, n) of its input."""
-    if node.body is not None or node.op.kind is not Kind.REDUCTION or len(node.inputs) != 1:
-        raise Unsupported("not a single reduction")
-    x = node.inputs[0]
-    red = _Red(node, S.arg(0, x.dtype), 0, 1)
-    return RowSpec(name, [TensorType((1,), x.dtype)], ["full"], [red],
-                   [("row", red.dtype, red.out)])
 
 
 class _Args:
@@ -321,11 +129,11 @@ class ReduceModuleBuilder:
         em.memo.update(memo)
         return em
 
-    def _finish(self, b, red: _Red, acc, n):
+    def _finish(self, b, red: Reduce, acc, n):
         """The reduction's result from its folded accumulator over ``n`` elements."""
         return _FINALIZE[red.finalize](b, acc, b.sitofp(n, _REG[red.dtype]))
 
-    def _start(self, red: _Red):
+    def _start(self, red: Reduce):
         return _const(red.identity, red.dtype)
 
     def _rows(self, b: ir.IRBuilder, fn: ir.Function, spec: RowSpec) -> None:
@@ -381,7 +189,7 @@ class ReduceModuleBuilder:
                     _store(b, p, r, row_em.convert(row_em.value(e), e.dtype, dtype), dtype)
         _loop(b, rows, row)
 
-    def _last_zero(self, b, spec, ins, offsets, memo, red: _Red, acc, n):
+    def _last_zero(self, b, spec, ins, offsets, memo, red: Reduce, acc, n):
         """``acc``, or if it is a zero, the row's last zero (numpy's scalar max/min keep
         the later of two equal operands; the vectorized ``llvm.maximum`` prefers +0.0).
         Rows whose extreme is exactly zero are rare, so this scalar pass rarely runs."""
@@ -442,7 +250,7 @@ def _stash(spec: RowSpec, full: list) -> tuple | None:
     read back by the writing pass instead of being computed twice."""
     for red in spec.reds:
         e = red.expr
-        if red.depth != spec.depth or e.fn in ("arg", "const") or e.dtype not in _FLOATS:
+        if red.depth != spec.depth or e.fn in ("arg", "const") or e.dtype not in FLOATS:
             continue
         for p, dtype, out in full:
             if dtype == e.dtype and _contains(out, e, set()):

@@ -13,7 +13,7 @@ row-wise ``reduction`` kernels, see `reduce_codegen`) compile into the same modu
 unless they are one block of a contiguous input; ``NATIVE_REDUCTIONS = False`` turns them
 off). Every other node — library ops (GEMM, convolution), injective ops, argmax/argmin,
 integer reductions, fused library kernels, and any kernel a code generator raised
-`codegen.Unsupported` for — runs with `graphc.backends.reference.Interpreter.run_node`, so
+`kernel_specs.Unsupported` for — runs with `graphc.backends.reference.Interpreter.run_node`, so
 every graph runs correctly.
 
 Not yet (issue 5): one native entry point per graph over the memory plan's arena (outputs
@@ -35,6 +35,7 @@ from ... import dtypes as dt
 from ... import profiler
 from ...graph import Graph, Node
 from ...ops.registry import Kind
+from .. import kernel_specs
 from ..base import Executable
 from ..reference import Interpreter
 from . import codegen, conv_codegen, library_codegen, reduce_codegen, threads
@@ -59,7 +60,7 @@ class _Kernel:
     __slots__ = ("node", "spec", "flat", "strided", "np_in", "np_out", "full", "tables",
                  "names")
 
-    def __init__(self, node: Node, spec: codegen.KernelSpec, module: NativeModule | None,
+    def __init__(self, node: Node, spec: kernel_specs.KernelSpec, module: NativeModule | None,
                  names: dict[str, str]):
         """``module``: the loaded module, or None to `bind` it later."""
         self.node, self.spec, self.names = node, spec, names
@@ -138,9 +139,9 @@ def _is_reduction(node: Node) -> bool:
 def _reduction_kernel(node: Node, name: str, reducer) -> _RowKernel:
     """A fused row-wise kernel or a single reduction node, emitted into ``reducer``."""
     if node.body is not None:
-        spec, shape, axes = reduce_codegen.row_spec(node, name)
+        spec, shape, axes = kernel_specs.row_spec(node, name)
         return _RowKernel(node, spec, reducer.add_rows(spec), None, shape, axes)
-    spec = reduce_codegen.single_spec(node, name)
+    spec = kernel_specs.single_spec(node, name)
     return _RowKernel(node, spec, reducer.add_rows(spec), reducer.add_cols(spec), None, ())
 
 
@@ -324,8 +325,8 @@ class LLVMExecutable(Executable):
         self.kernels: dict = {}
         for i, node in enumerate(graph.nodes):
             try:
-                if codegen.is_elementwise_kernel(node):
-                    spec = codegen.kernel_spec(node, f"k{i}")
+                if kernel_specs.is_elementwise_kernel(node):
+                    spec = kernel_specs.kernel_spec(node, f"k{i}")
                     self.kernels[i] = _Kernel(node, spec, None, builder.add_kernel(spec))
                 elif NATIVE_REDUCTIONS and _is_reduction(node):
                     self.kernels[i] = _reduction_kernel(node, f"k{i}", reducer)
@@ -334,7 +335,7 @@ class LLVMExecutable(Executable):
                                                                     _Kernel)
                 elif conv_codegen.handles(node):
                     self.kernels[i] = conv_codegen.ConvKernel(node, f"k{i}", builder, _Kernel)
-            except codegen.Unsupported:
+            except kernel_specs.Unsupported:
                 continue
         self.program = None
         if PROGRAM:
