@@ -41,6 +41,7 @@ from ..reference import Interpreter
 from . import codegen, conv_codegen, library_codegen, reduce_codegen, threads
 from .native_module import NativeModule
 from .program import (
+    STAGE_BYTES,
     Call,
     Loc,
     Locations,
@@ -358,7 +359,7 @@ class LLVMExecutable(Executable):
         """Every kernel that can run on the plan's static locations, as native segments
         between the steps that need Python."""
         plan, graph = self.memory_plan, self.graph
-        at = Locations(graph, plan, _run_view)
+        at = Locations(graph, plan, _run_view, STAGE_BYTES)
         at.builder = builder
         schedule: list = []
         calls: list = []
