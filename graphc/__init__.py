@@ -5,7 +5,7 @@ See README.md for a tour and docs/ARCHITECTURE.md for how the modules fit togeth
 
 from . import autograd, backends, dtypes, random
 from .creation import arange, full, ones, ones_like, zeros, zeros_like
-from .device import Device, cpu, gpu
+from .device import Device, DeviceError, cpu, gpu
 from .errors import (BackendError, DTypeError, GraphcError, SerializationError, ShapeError,
                      TraceError)
 from .graph import Graph, GraphError, Node, Value
@@ -26,7 +26,7 @@ from .ops.shape import (broadcast_to, concat, expand_dims, flatten, pad, reshape
                         squeeze, stack, take, transpose)
 from .ops.shape import slice as slice  # noqa: A004
 from .serialize import load_graph, load_safetensors, save_graph, save_safetensors
-from .tensor import Tensor, array
+from .tensor import Tensor, array, from_dlpack
 from .autograd import grad, value_and_grad
 from .trace import Variable, compile, jit, name_scope, trace
 from . import tensor_methods  # noqa: E402,F401  (binds Tensor operators last)

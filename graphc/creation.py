@@ -1,4 +1,5 @@
-"""Concrete tensors made from nothing: zeros, ones, full, arange (float32 by default)."""
+"""Concrete tensors made from nothing: zeros, ones, full, arange (float32 by default),
+on the CPU or, with ``device=``, on a GPU (made there: nothing is copied from the host)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ def _shape(shape) -> tuple[int, ...]:
 def full(shape, fill_value, dtype=None, device=None) -> Tensor:
     if dtype is None:
         dtype = dt.scalar_dtype(fill_value, None)
-    xp = as_device(device).xp
-    return _wrap(xp.full(_shape(shape), fill_value, dt.to_numpy(dt.canonical(dtype))))
+    dev = as_device(device)
+    with dev.scope():
+        return _wrap(dev.xp.full(_shape(shape), fill_value, dt.to_numpy(dt.canonical(dtype))))
 
 
 def zeros(shape, dtype=None, device=None) -> Tensor:
@@ -41,5 +43,6 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
     if dtype is None:
         is_float = any(isinstance(v, float) for v in (start, stop, step))
         dtype = dt.DEFAULT_FLOAT if is_float else dt.DEFAULT_INT
-    xp = as_device(device).xp
-    return _wrap(xp.arange(start, stop, step, dtype=dt.to_numpy(dt.canonical(dtype))))
+    dev = as_device(device)
+    with dev.scope():
+        return _wrap(dev.xp.arange(start, stop, step, dtype=dt.to_numpy(dt.canonical(dtype))))

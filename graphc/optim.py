@@ -243,6 +243,11 @@ class Optimizer:
             if self._lr.value().device != device:  # keep the scalars with the weights
                 self._lr.reset_device(device)
                 self._num_update.reset_device(device)
+            for p, st in zip(params, states):  # the state follows its weight (net.to(...))
+                where = p.value().device
+                for s in (st.count, *st.tensors):
+                    if s.value().device != where:
+                        s.reset_device(where)
             counts, num = [], self._num_update.data()
             for st in states:
                 t = st.count.data() + 1
@@ -516,7 +521,8 @@ class Trainer:
                 "part of the model is meant to train, call step(..., ignore_stale_grad=True)")
         for i, p, value, _ in todo:
             w = value._data
-            if hasattr(w, "flags") and not w.flags.writeable:  # e.g. wraps a read-only array
+            # e.g. wraps a read-only array (cupy's flags have no `writeable`: always True)
+            if not getattr(getattr(w, "flags", None), "writeable", True):
                 value._data = w.copy()
             if i not in self._states:
                 self._states[i] = self._optimizer.create_state(p, self._names[i])

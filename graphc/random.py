@@ -1,5 +1,8 @@
 """Seeded random numbers: tensors from a numpy Generator, and keys for dropout's RNG.
 
+Tensors are drawn on the host and then moved to their device, so the same seed gives
+the same numbers on the CPU and on a GPU.
+
 Dropout draws its mask from a counter-based hash of (key, element index), so a mask is a
 pure function of its key. Each dropout call takes the next key of one global stream;
 a compiled function takes as many keys per call as its trace did, in the same order, so

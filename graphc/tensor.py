@@ -14,8 +14,8 @@ import functools
 import numpy as np
 
 from . import dtypes as dt
-from .device import Device, as_device, device_of
-from .errors import GraphcError, ShapeError, TraceError, user_location
+from .device import Device, DeviceError, as_device, cpu, device_of, move, to_host
+from .errors import BackendError, GraphcError, ShapeError, TraceError, user_location
 from .ops import registry
 from .ops.registry import Op
 from .types import TensorType
@@ -79,8 +79,7 @@ class Tensor:
         return self._data
 
     def numpy(self) -> np.ndarray:
-        data = self._concrete(".numpy()")
-        return data if isinstance(data, np.ndarray) else data.get()
+        return to_host(self._concrete(".numpy()"))  # a copy from a GPU, else no copy
 
     def __array__(self, dtype=None, copy=None):
         out = self.numpy()
@@ -121,6 +120,29 @@ class Tensor:
         for i in range(len(self)):
             yield self[i]
 
+    # -- exchange with other libraries ------------------------------------------------
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """The DLPack capsule of the value (zero-copy), for ``np.from_dlpack``,
+        ``torch.from_dlpack``, ``cupy.from_dlpack``..."""
+        data = self._concrete("__dlpack__")
+        kwargs = {k: v for k, v in (("max_version", max_version), ("dl_device", dl_device),
+                                    ("copy", copy)) if v is not None}
+        if type(data) is np.ndarray:  # host memory: no stream to order the access on
+            return data.__dlpack__(**kwargs)
+        return data.__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self) -> tuple:
+        return self._concrete("__dlpack_device__").__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The value's CUDA array interface (GPU tensors only: on the CPU reading it raises
+        AttributeError, so ``hasattr`` says False), for zero-copy ``cupy.asarray(t)``."""
+        data = self._data
+        if data is None or type(data) is np.ndarray:
+            raise AttributeError("__cuda_array_interface__: the tensor is not on a GPU")
+        return data.__cuda_array_interface__
+
 
 def _wrap(data) -> Tensor:
     t = Tensor.__new__(Tensor)
@@ -136,15 +158,27 @@ def symbolic(sym) -> Tensor:
 
 
 def array(data, dtype=None, device=None) -> Tensor:
-    """A concrete tensor from array-like ``data``; Python floats become float32 by default,
-    numpy arrays keep their dtype unless ``dtype`` is given."""
+    """A tensor from array-like ``data`` on ``device`` (default: where ``data`` is, the
+    CPU for Python data); Python floats become float32 by default, arrays keep their
+    dtype unless ``dtype`` is given. No copy when ``data`` is an array already on that
+    device with that dtype."""
     if isinstance(data, Tensor):
         if data._sym is not None:
+            if device is not None and as_device(device) != data.device:
+                raise TraceError(f"cannot move a traced tensor from {data.device} to "
+                                 f"{as_device(device)}: a traced function runs on one device",
+                                 loc=user_location())
             return data if dtype is None else data.astype(dtype)
         data = data._data
-    dev = as_device(device) if device is not None else (
-        device_of(data) if not isinstance(data, (list, tuple, *_SCALARS)) else as_device(None))
-    xp = dev.xp
+    elif (type(data) is not np.ndarray and hasattr(data, "__dlpack__")
+          and type(data).__module__.partition(".")[0] not in ("numpy", "cupy")):
+        data = from_dlpack(data)._data  # torch, jax...: zero-copy, then cast or move
+    if device is not None:
+        dev = as_device(device)
+    elif isinstance(data, (list, tuple, *_SCALARS)):
+        dev = _CPU
+    else:
+        dev = device_of(data)
     if dtype is not None:
         np_dtype = dt.to_numpy(dt.canonical(dtype))
     elif hasattr(data, "dtype"):
@@ -157,7 +191,43 @@ def array(data, dtype=None, device=None) -> Tensor:
             np_dtype = dt.to_numpy(dt.DEFAULT_INT)
         else:
             np_dtype = dt.to_numpy(dt.canonical(probe.dtype))
-    return _wrap(xp.asarray(data, dtype=np_dtype))
+    if dev is _CPU and type(data) is np.ndarray:
+        return _wrap(data if data.dtype == np_dtype else data.astype(np_dtype))
+    return _wrap(move(data, dev, np_dtype))
+
+
+_CPU = cpu()
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST, _DLPACK_CUDA_MANAGED = 1, 2, 3, 13
+
+
+def from_dlpack(obj) -> Tensor:
+    """A tensor sharing the memory of ``obj``, any object with ``__dlpack__`` and
+    ``__dlpack_device__`` (numpy, torch, cupy, jax... arrays): CPU memory through numpy,
+    CUDA memory through cupy (imported only then). Zero-copy where the producer allows."""
+    if isinstance(obj, Tensor):
+        obj._concrete("gc.from_dlpack")
+        return obj
+    device_fn = getattr(obj, "__dlpack_device__", None)
+    if device_fn is None or not hasattr(obj, "__dlpack__"):
+        raise DeviceError(f"gc.from_dlpack needs an object with __dlpack__ and "
+                          f"__dlpack_device__, got {type(obj).__name__}")
+    kind, index = (int(v) for v in device_fn())
+    if kind in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
+        data = np.from_dlpack(obj)
+    elif kind in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED):
+        device = Device("gpu", index)
+        try:
+            xp = device.xp
+        except BackendError as e:
+            raise BackendError(f"gc.from_dlpack: the array is in CUDA memory (device "
+                               f"{index}); {e.message}") from None
+        with device.scope():
+            data = xp.from_dlpack(obj)
+    else:
+        raise DeviceError(f"gc.from_dlpack: DLPack device type {kind} is neither the CPU "
+                          "nor CUDA; graphc cannot use it")
+    dt.canonical(data.dtype)  # a dtype graphc has, else a DTypeError that says so
+    return _wrap(data)
 
 
 # -- dispatch -------------------------------------------------------------------------
@@ -283,11 +353,60 @@ def _checked_attrs(op: Op, arrays: list, attrs: dict) -> dict:
     return hit
 
 
+_device_scalars: dict[tuple, object] = {}
+
+
+def _scalar_on(a: np.ndarray, device: Device):
+    """The 0-d host array ``a`` on ``device``, cached: Python scalars in ``x * 2`` become
+    0-d arrays, and copying each to the GPU would cost a synchronous transfer per op."""
+    key = (device, a.dtype.str, a.tobytes())
+    hit = _device_scalars.get(key)
+    if hit is None:
+        if len(_device_scalars) > 1024:
+            _device_scalars.clear()
+        hit = _device_scalars[key] = move(a, device)
+    return hit
+
+
+def _on_one_device(op: Op, inputs, arrays: list) -> tuple[object, Device | None, list]:
+    """The namespace and device of an op call whose inputs are not all numpy arrays, and
+    its input arrays there. 0-d host arrays (Python scalars, dropout keys) follow the other
+    inputs, as a 0-d CPU tensor does in PyTorch, unless autograd tracks them (their
+    gradient must stay on the CPU); any other mix of devices is an error."""
+    devices: list[Device] = []
+    for t, a in zip(inputs, arrays):
+        if type(a) is np.ndarray and a.ndim == 0 and t._node is None:
+            continue
+        d = device_of(a)
+        if d not in devices:
+            devices.append(d)
+    if len(devices) > 1:
+        raise DeviceError(f"inputs are on different devices, {devices[0]} and {devices[1]}; "
+                          "move them to one device with x.to(device) first",
+                          op=op.name, loc=user_location())
+    if not devices or devices[0].type == "cpu":
+        return np, None, arrays
+    device = devices[0]
+    arrays = [_scalar_on(a, device) if type(a) is np.ndarray else a for a in arrays]
+    return device.xp, device, arrays
+
+
 def _eager(op: Op, inputs, attrs: dict):
     arrays = [t._data for t in inputs]
-    xp = np if type(arrays[0]) is np.ndarray else device_of(arrays[0]).xp
+    xp, device = np, None
+    for a in arrays:
+        if type(a) is not np.ndarray:
+            xp, device, arrays = _on_one_device(op, inputs, arrays)
+            break
     if op.checked_eagerly:
         attrs = _checked_attrs(op, arrays, attrs)
+    if device is not None:
+        with device.scope():
+            return _run_eager(op, inputs, arrays, attrs, xp)
+    return _run_eager(op, inputs, arrays, attrs, xp)
+
+
+def _run_eager(op: Op, inputs, arrays: list, attrs: dict, xp):
     try:
         out = op.impl(xp, *arrays, **attrs)
     except GraphcError as e:

@@ -7,7 +7,7 @@ imported last, once every op function exists.
 from __future__ import annotations
 
 from . import autograd
-from .device import as_device
+from .device import as_device, move
 from .ops import elementwise as E
 from .ops import linalg as L
 from .ops import reduce as R
@@ -42,10 +42,46 @@ def _detach(self) -> Tensor:
     return _wrap(self._data) if self._sym is None else symbolic(self._sym)
 
 
-def _as_in_context(self, device) -> Tensor:
-    from .tensor import array
+def _to(self, device, copy: bool = False) -> Tensor:
+    """This tensor on ``device`` (a Device, 'cpu', 'cuda', 'cuda:1'...): itself when it is
+    there already (unless ``copy``), else a copy there. Autograd records the move, so a
+    gradient flows back to the source device."""
+    from .errors import TraceError, user_location
+    from .tensor import _wrap
     device = as_device(device)
-    return self if self.device == device else array(self.numpy(), device=device)
+    if self._sym is not None:
+        if device != self.device:
+            raise TraceError(f"cannot move a traced tensor from {self.device} to {device}: "
+                             "a traced function runs on one device; move its inputs "
+                             "instead", loc=user_location())
+        return self
+    if device == self.device and not copy:
+        return self
+    source = self.device
+    with device.scope():
+        data = move(self._data, device)
+        out = _wrap(data.copy() if data is self._data else data)
+    if autograd.is_recording():
+        autograd.record_entry(lambda gs: (_to(gs[0], source),), (self,), out, "to")
+    return out
+
+
+def _copyto(self, other) -> Tensor:
+    """Gluon's copyto: a copy on device ``other``, or the value written into the tensor
+    ``other`` (same shape; cast to its dtype, moved to its device), which is returned."""
+    if not isinstance(other, Tensor):
+        return _to(self, other, copy=True)
+    if other._sym is not None or self._sym is not None:
+        from .errors import TraceError
+        raise TraceError("copyto into a tensor needs concrete tensors")
+    if tuple(other.shape) != tuple(self.shape):
+        from .errors import ShapeError
+        raise ShapeError(f"copyto: shape {tuple(self.shape)} into a tensor of shape "
+                         f"{tuple(other.shape)}", op="copyto")
+    device = other.device
+    with device.scope():
+        other._data[...] = move(self._data, device)
+    return other
 
 
 def _asscalar(self):
@@ -79,7 +115,9 @@ METHODS = {
     "attach_grad": autograd.attach_grad, "grad": property(lambda self: self._grad),
     "backward": lambda self, head_grad=None, retain_graph=False: autograd.backward(
         self, head_grad, retain_graph),
-    "detach": _detach, "as_in_context": _as_in_context, "to": _as_in_context,
+    "detach": _detach, "to": _to, "as_in_context": _to, "as_in_ctx": _to,
+    "copyto": _copyto, "context": property(lambda self: self.device),
+    "ctx": property(lambda self: self.device),
     "asscalar": _asscalar,
 }
 

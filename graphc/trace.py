@@ -20,8 +20,8 @@ import numpy as np
 from . import autograd, pytree
 from . import dtypes as dt
 from . import tensor as tensor_mod
-from .device import Device, cpu, device_of
-from .errors import GraphcError, TraceError, user_location
+from .device import Device, DeviceError, cpu, device_of
+from .errors import BackendError, GraphcError, TraceError, user_location
 from .graph import Graph, Value
 from .ops.registry import Op
 from .tensor import Tensor, _wrap, array, prepare_inputs, symbolic
@@ -69,6 +69,8 @@ class Tracer:
     def __init__(self, name: str = "graph", device: Device | None = None):
         self.graph = Graph(name)
         self.device = device or cpu()
+        #: no input said where the trace runs: the first state read (a parameter) decides
+        self.device_free = device is None
         self.keys: list[Value] = []
         self.loc: str | None = None  # set while replaying recorded calls
         self._captured: dict[int, tuple[Tensor, Value]] = {}
@@ -90,6 +92,13 @@ class Tracer:
         if hit is None:
             value = obj.value()
             name = self.state_names.get(id(obj), obj.name)
+            if value.device != self.device:
+                if not self.device_free:
+                    raise DeviceError(f"'{name}' is on {value.device} but the traced inputs "
+                                      f"are on {self.device}; move the model or the inputs "
+                                      "(net.to(device), x.to(device))", loc=user_location())
+                self.device = value.device
+            self.device_free = False
             hit = self.input(name, TensorType(tuple(value.shape), obj.dtype), "parameter")
             if isinstance(value._node, autograd.Leaf):  # a backward in the trace fills it
                 hit._node = autograd.Leaf(value._node.grad_req)
@@ -202,16 +211,52 @@ class Traced:
     ``feeds`` says what fills each runtime input (see `Tracer.feeds`); the graph's outputs
     are the ``out_tree`` leaves followed by one value per object in ``updates``."""
 
-    def __init__(self, graph: Graph, out_tree: tuple, feeds: list[tuple], updates: list):
+    def __init__(self, graph: Graph, out_tree: tuple, feeds: list[tuple], updates: list,
+                 device: Device | None = None):
         self.graph, self.out_tree, self.feeds, self.updates = graph, out_tree, feeds, updates
+        #: where the traced function ran (its inputs' and parameters' device)
+        self.device = device or _CPU
+
+
+def trace_device(sig: list[tuple], what: str = "the inputs") -> Device | None:
+    """The one device of the signature leaves ``(shape, dtype, device)``; 0-d host arrays
+    follow the others (as in eager calls). None when no leaf says (no leaves, or scalars)."""
+    found = None
+    for shape, _, device in sig:
+        if device.type == "cpu" and shape == ():
+            continue
+        if found is None:
+            found = device
+        elif device != found:
+            raise DeviceError(f"{what} are on different devices, {found} and {device}; a "
+                              "traced function runs on one device: move them with "
+                              "x.to(device)", loc=user_location())
+    return found
+
+
+#: backends that run on the CPU only (the others are handed arrays of any device)
+_HOST_BACKENDS = ("llvm",)
+
+
+def backend_for(backend: str | None, device: Device) -> str | None:
+    """The backend to compile for ``device``: the one named, else the default (None: see
+    `graphc.backends.DEFAULT`) on the CPU and 'cuda' on a GPU."""
+    if device.type == "cpu":
+        return backend
+    if backend is None:
+        return "cuda"
+    if backend in _HOST_BACKENDS:
+        raise BackendError(f"backend {backend!r} runs on the CPU, but the inputs are on "
+                           f"{device}: use backend='cuda' (or None), or move the inputs "
+                           "with x.to('cpu')")
+    return backend
 
 
 def _trace(fn: Callable, args: tuple, kwargs: dict, name: str | None = None,
            input_names: list[str] | None = None, state_names: dict | None = None) -> Traced:
     leaves, in_tree = pytree.flatten((args, kwargs))
     sig = [_signature_leaf(x) for x in leaves]
-    tracer = Tracer(name or getattr(fn, "__name__", "graph"),
-                    sig[0][2] if sig else cpu())
+    tracer = Tracer(name or getattr(fn, "__name__", "graph"), trace_device(sig))
     tracer.state_names = state_names or {}
     names = input_names or _leaf_names(fn, args, kwargs, len(leaves))
     sym = [tracer.input(n, TensorType(s, d)) for n, (s, d, _) in zip(names, sig)]
@@ -221,7 +266,7 @@ def _trace(fn: Callable, args: tuple, kwargs: dict, name: str | None = None,
     out_leaves, out_tree = pytree.flatten(out)
     graph = tracer.finish(out_leaves)
     return Traced(graph, out_tree, tracer.feeds([t._sym.value for t in sym]),
-                  [obj for obj, _ in tracer.state_updates.values()])
+                  [obj for obj, _ in tracer.state_updates.values()], tracer.device)
 
 
 def feed_arrays(traced: Traced, leaves: list) -> list:
@@ -241,9 +286,13 @@ def feed_arrays(traced: Traced, leaves: list) -> list:
 
 def _root(a):
     """The array that owns ``a``'s memory (the end of its ``.base`` chain)."""
-    while isinstance(getattr(a, "base", None), np.ndarray):
+    while hasattr(getattr(a, "base", None), "shape"):  # numpy or cupy views
         a = a.base
     return a
+
+
+def _address(a) -> int:
+    return a.ctypes.data if type(a) is np.ndarray else a.data.ptr  # (cupy: a MemoryPointer)
 
 
 def _updated_state(traced: Traced) -> tuple[str, ...]:
@@ -272,7 +321,7 @@ def write_back(traced: Traced, outs: list, donated: bool = False) -> list:
             if home is not None and home is not data:
                 value = value.copy()      # lives in another state's buffer
             elif home is data and value.shape == data.shape and \
-                    value.strides == data.strides and value.ctypes.data == data.ctypes.data:
+                    value.strides == data.strides and _address(value) == _address(data):
                 value = None              # computed in place: nothing to copy
             checked.append((data, value))
         updates = checked
@@ -385,7 +434,8 @@ class JitFunction:
             donated = tuple(dict.fromkeys(donated + _updated_state(traced)))
             if donated:
                 options = {**options, "donate": donated}
-            exe = _compile_graph(traced.graph, self.backend, options)
+            exe = _compile_graph(traced.graph, backend_for(self.backend, traced.device),
+                                 options)
             entry = self._cache[key] = (traced, exe)
         return entry
 
@@ -418,18 +468,22 @@ class JitFunction:
 
 
 def fast_key(args: tuple) -> tuple | None:
-    """A cache key for a call whose arguments are all concrete numpy arrays or tensors
-    holding them (then the pytree is n leaves and the signature their shapes and dtypes),
-    found without flattening; None for any other call."""
+    """A cache key for a call whose arguments are all concrete numpy or cupy arrays or
+    tensors holding them (then the pytree is n leaves and the signature their shapes,
+    dtypes and, for GPU arrays, devices), found without flattening; None for any other
+    call."""
     sig = []
     for a in args:
         if type(a) is Tensor:
             if a._sym is not None:
                 return None
             a = a._data
-        if type(a) is not np.ndarray:
+        if type(a) is np.ndarray:
+            sig.append((a.shape, a.dtype))
+        elif type(a).__name__ == "ndarray" and hasattr(a, "__cuda_array_interface__"):
+            sig.append((a.shape, a.dtype, device_of(a)))  # cupy
+        else:
             return None
-        sig.append((a.shape, a.dtype))
     return tuple(sig), autograd.is_training()
 
 
@@ -566,7 +620,8 @@ class CompiledExpression:
         key = tuple(_signature_leaf(inputs[n]) for n in self.input_names)
         entry = self._cache.get(key)
         if entry is None:
-            tracer = Tracer("compiled")
+            device = trace_device(list(key)) or _CPU
+            tracer = Tracer("compiled", device)
             env: dict[int, tuple] = {}
             for call in self.order:
                 if call.variable is not None:
@@ -584,13 +639,13 @@ class CompiledExpression:
             graph = tracer.finish([env[id(o._sym.call)][o._sym.index] for o in self.outputs])
             data = [v for v in graph.inputs if v.role == "data"]
             out_tree = ("tuple", (("*",),) * len(self.outputs))
-            entry = self._cache[key] = (Traced(graph, out_tree, tracer.feeds(data), []),
-                                        _compile_graph(graph, self.backend, self.options))
+            entry = self._cache[key] = (
+                Traced(graph, out_tree, tracer.feeds(data), [], device),
+                _compile_graph(graph, backend_for(self.backend, device), self.options))
         return entry
 
     def __call__(self, **inputs):
-        inputs = {k: (v if isinstance(v, Tensor | np.ndarray) else np.asarray(v))
-                  for k, v in inputs.items()}
+        inputs = _arrays(inputs)
         self._check(inputs)
         traced, exe = self._compile(inputs)
         outs = _run(traced, exe, [inputs[n] for n in self.input_names])
@@ -598,16 +653,20 @@ class CompiledExpression:
 
     def compiled(self, **inputs):
         """The executable for these inputs' signature (``.graph``, ``.memory_plan``...)."""
-        inputs = {k: np.asarray(v) if not isinstance(v, Tensor) else v
-                  for k, v in inputs.items()}
+        inputs = _arrays(inputs)
         self._check(inputs)
         return self._compile(inputs)[1]
 
     def graph(self, **inputs) -> Graph:
-        inputs = {k: np.asarray(v) if not isinstance(v, Tensor) else v
-                  for k, v in inputs.items()}
+        inputs = _arrays(inputs)
         self._check(inputs)
         return self._compile(inputs)[0].graph
+
+
+def _arrays(inputs: dict) -> dict:
+    """Tensors and numpy or CUDA arrays as they are; anything else through numpy."""
+    return {k: v if isinstance(v, Tensor | np.ndarray) or hasattr(v, "__cuda_array_interface__")
+            else np.asarray(v) for k, v in inputs.items()}
 
 
 def _topological(outputs) -> list[DeferredCall]:

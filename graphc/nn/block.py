@@ -23,10 +23,9 @@ import importlib
 import os
 import re
 
-import numpy as np
-
 from .. import dtypes as dt
 from .. import serialize
+from ..device import to_host
 from ..errors import GraphcError
 from ..tensor import Tensor
 from ..trace import active as active_traces
@@ -209,8 +208,23 @@ class Block:
             p.cast(dtype)
 
     def reset_device(self, device) -> None:
+        """Move every parameter (and its gradient) to ``device``; compiled graphs are
+        dropped, since they were built for the old device."""
+        self._drop_compiled()
         for p in self.collect_params().values():
             p.reset_device(device)
+
+    def _drop_compiled(self) -> None:
+        for block in self._blocks():
+            if isinstance(block, HybridBlock):
+                block._clear_cache()
+
+    reset_ctx = reset_device
+
+    def to(self, device) -> Block:
+        """`reset_device`, returning the block: ``net = Net().to(gc.gpu())``."""
+        self.reset_device(device)
+        return self
 
     def hybridize(self, active: bool = True, **kwargs) -> None:
         """A plain Block runs imperatively; its HybridBlock children are hybridized."""
@@ -237,12 +251,18 @@ class Block:
         Every name must match and every shape agree (unknown dims of deferred parameters
         take the file's), else a GraphcError names the parameter and both shapes."""
         loaded = serialize.load_safetensors(path)
+        device = device if device is not None else ctx
+        if device is not None:
+            self._drop_compiled()
         _assign(self.collect_params(), loaded, os.fspath(path), allow_missing, ignore_extra,
-                device if device is not None else ctx)
+                device)
 
     def load_dict(self, loaded: dict, device=None, allow_missing: bool = False,
                   ignore_extra: bool = False) -> None:
-        _assign(self.collect_params(), {k: np.asarray(v) for k, v in loaded.items()},
+        if device is not None:
+            self._drop_compiled()
+        _assign(self.collect_params(), {k: to_host(v._data if isinstance(v, Tensor) else v)
+                                        for k, v in loaded.items()},
                 "the given dict", allow_missing, ignore_extra, device)
 
     # -- printing -------------------------------------------------------------------------
@@ -299,13 +319,18 @@ def _assign(params: dict, loaded: dict, source: str, allow_missing: bool,
         value = loaded[name]
         if p._data is None:
             p.shape = tuple(value.shape) if p.shape is None else p.shape
+            # where initialize(device=...) meant it to be, unless a device is given here
+            target = device if device is not None else (
+                p._deferred[1] if p._deferred is not None else None)
             if p._deferred is not None:
                 p._deferred = None
             p.set_data(value.astype(dt.to_numpy(p.dtype)))
-            if device is not None:
-                p.reset_device(device)
+            if target is not None:
+                p.reset_device(target)
         else:
             p.set_data(value.astype(dt.to_numpy(p.dtype)))
+            if device is not None:
+                p.reset_device(device)
 
 
 class HybridBlock(Block):

@@ -20,10 +20,11 @@ import numpy as np
 
 from .. import autograd, pytree, serialize
 from .. import dtypes as dt
+from ..device import device_of
 from ..errors import GraphcError, TraceError
 from ..graph import Graph
 from ..tensor import Tensor, _wrap, array
-from ..trace import Traced, _signature_leaf, _trace, fast_key, feed_arrays, write_back
+from ..trace import Traced, _signature_leaf, _trace, backend_for, fast_key, feed_arrays, write_back
 from ..types import TensorType
 from .block import HybridBlock
 from .parameter import Parameter
@@ -106,8 +107,9 @@ class _Entry:
 
 
 def _zeros_as(a):
-    from ..device import device_of
-    return device_of(a).xp.zeros(a.shape, a.dtype)
+    device = device_of(a)
+    with device.scope():
+        return device.xp.zeros(a.shape, a.dtype)
 
 
 def _input_names(n: int) -> list[str]:
@@ -122,7 +124,7 @@ def _trace_block(block, args: tuple, kwargs: dict, training: bool, backend,
         traced = _trace(block.forward, args, kwargs, type(block).__name__,
                         input_names=_input_names(n), state_names=names)
     num_outputs = len(traced.graph.outputs) - len(traced.updates)
-    return _Entry(traced, num_outputs, backend, options)
+    return _Entry(traced, num_outputs, backend_for(backend, traced.device), options)
 
 
 def _options(block) -> tuple[str | None, dict]:
@@ -238,10 +240,13 @@ class SymbolBlock(HybridBlock):
         given = dict(zip(self._input_names, args))
         env: dict[int, Tensor] = {}
         first = None
+        # constants go where the inputs are (a traced forward lifts them back anyway)
+        device = next((x.device if isinstance(x, Tensor) else device_of(x) for x in args
+                       if not (isinstance(x, Tensor) and x._sym is not None)), None)
         for v in graph.inputs:
             if v.role == "data":
                 x = given[v.name]
-                x = x if isinstance(x, Tensor) else array(np.asarray(x), dtype=v.type.dtype)
+                x = x if isinstance(x, Tensor) else array(x, dtype=v.type.dtype)
                 if dt.name_of(x.dtype) != v.type.dtype:
                     x = x.astype(v.type.dtype)
                 if x.ndim != v.type.ndim:
@@ -253,7 +258,7 @@ class SymbolBlock(HybridBlock):
             elif v.role == "parameter":
                 env[id(v)] = self._reg_params[v.name].data()
             elif v.role == "constant":
-                env[id(v)] = array(graph.constants[v.name])
+                env[id(v)] = array(graph.constants[v.name], device=device)
         for v in graph.inputs_by_role("state"):
             env[id(v)] = next_key(like=first)
         for node in graph.nodes:

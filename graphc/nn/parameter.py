@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import autograd
 from .. import dtypes as dt
-from ..device import as_device
+from ..device import as_device, device_of, move, to_host
 from ..errors import GraphcError
 from ..tensor import Tensor, _wrap
 from ..trace import active as active_traces
@@ -161,12 +161,13 @@ class Parameter:
         self._init_value(init, device)
 
     def _init_value(self, init, device) -> None:
-        value = np.asarray(init(self.name, self._shape, self.dtype))
+        # Drawn on the host, then moved: the same seed gives the same values on any device.
+        value = to_host(init(self.name, self._shape, self.dtype))
         if tuple(value.shape) != self._shape:
             raise GraphcError(f"Parameter '{self.name}': the initializer returned shape "
                               f"{tuple(value.shape)}, expected {self._shape}")
-        xp = as_device(device).xp
-        self._data = self._attach(_wrap(xp.asarray(value, dt.to_numpy(self.dtype))))
+        self._data = self._attach(_wrap(move(value, as_device(device),
+                                             dt.to_numpy(self.dtype))))
 
     def value(self) -> Tensor:
         """The concrete value, even while tracing (what a compiled call reads)."""
@@ -213,16 +214,25 @@ class Parameter:
                     o not in (0, n) for o, n in zip(self._shape, shape))):
                 raise GraphcError(f"Parameter '{self.name}': set_data got shape {shape}, "
                                   f"expected {self._shape}")
+            # On the device initialize() asked for (else where the value is), as a copy:
+            # optimizers update the value in place, never the caller's array.
+            device = self._deferred[1] if self._deferred is not None else None
             self._shape, self._deferred = shape, None
-            src = arr if hasattr(arr, "__cuda_array_interface__") else np.asarray(arr)
-            # A copy: optimizers update the value in place, never the caller's array.
-            self._data = self._attach(_wrap(_namespace(src).array(
-                src, dt.to_numpy(self.dtype), copy=True)))
+            device = as_device(device) if device is not None else device_of(arr)
+            src = move(arr, device, dt.to_numpy(self.dtype))
+            with device.scope():
+                self._data = self._attach(_wrap(src.copy() if src is arr else src))
             return
         if shape != tuple(self._data.shape):
             raise GraphcError(f"Parameter '{self.name}': set_data got shape {shape}, "
                               f"expected {tuple(self._data.shape)}")
-        self._data._data[...] = arr
+        dst = self._data._data
+        if type(dst) is np.ndarray:
+            dst[...] = to_host(arr) if hasattr(arr, "__cuda_array_interface__") else arr
+        else:  # a GPU value: the new one goes there (no copy if it is there already)
+            device = device_of(dst)
+            with device.scope():
+                dst[...] = move(arr, device)
 
     def grad(self, device=None) -> Tensor:
         """The gradient; inside a trace, the one a backward in that trace computed."""
@@ -244,7 +254,9 @@ class Parameter:
     def zero_grad(self) -> None:
         if self._data is not None and self._data._grad is not None:
             g = self._data._grad
-            g._data = _namespace(g._data).zeros_like(g._data)
+            device = device_of(g._data)
+            with device.scope():
+                g._data = device.xp.zeros_like(g._data)
 
     def cast(self, dtype) -> None:
         """Convert the value (and the gradient buffer) to ``dtype``."""
@@ -253,10 +265,34 @@ class Parameter:
             arr = self._data._data
             self._data = self._attach(_wrap(arr.astype(dt.to_numpy(self.dtype))))
 
-    def reset_device(self, device) -> None:
+    @property
+    def device(self):
+        """Where the value is (or will be, for a deferred initialization)."""
         if self._data is not None:
-            self._data = self._attach(_wrap(as_device(device).xp.asarray(
-                self._data.numpy())))
+            return self._data.device
+        return as_device(self._deferred[1] if self._deferred is not None else None)
+
+    def list_device(self) -> list:
+        return [self.device]
+
+    list_ctx = list_device
+
+    def reset_device(self, device) -> None:
+        """Move the value and its gradient to ``device`` (nothing to do if they are there);
+        a deferred initialization will happen there."""
+        device = as_device(device)
+        if self._deferred is not None:
+            self._deferred = (self._deferred[0], device)
+        t = self._data
+        if t is None or t.device == device:
+            return
+        grad = t._grad
+        with device.scope():
+            self._data = self._attach(_wrap(move(t._data, device)))
+            if grad is not None and self._data._grad is not None:
+                self._data._grad = _wrap(move(grad._data, device))
+
+    reset_ctx = reset_device
 
     @property
     def initialized(self) -> bool:
@@ -266,7 +302,3 @@ class Parameter:
         raise GraphcError("Parameter.var() is MXNet's symbolic API; graphc traces forward "
                           "instead: use data()")
 
-
-def _namespace(arr):
-    from ..device import device_of
-    return device_of(arr).xp

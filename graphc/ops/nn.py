@@ -296,7 +296,10 @@ def softmax_cross_entropy(logits, labels, axis: int = -1, sparse_label: bool = T
         from ..creation import arange
         from .elementwise import equal
         from .shape import expand_dims
-        classes = arange(shape[ax]).reshape([-1 if i == ax else 1 for i in range(len(shape))])
+        # (eagerly on the logits' device; while tracing, a host constant of the graph)
+        device = logp.device if logp._sym is None else None
+        classes = arange(shape[ax], device=device).reshape(
+            [-1 if i == ax else 1 for i in range(len(shape))])
         target = cast(equal(expand_dims(labels, ax), classes), logp.dtype.name)
     else:
         if tuple(labels.shape) != shape:

@@ -486,19 +486,22 @@ _TAKE_GRAD = register(Op(
                                     "size": _int(attrs["size"], "size")}))
 
 
-def _indices(k) -> Tensor:
-    """An index tensor; an empty list is an empty int64 index, as in numpy."""
+def _indices(k, x=None) -> Tensor:
+    """An index tensor, on the device of the concrete tensor ``x`` it indexes (a GPU
+    tensor's list indices go to the GPU); an empty list is an empty int64 index, as in
+    numpy."""
     if isinstance(k, Tensor):
         return k
     a = np.asarray(k)
-    return array(a.astype(np.int64) if a.size == 0 else a)
+    device = x.device if isinstance(x, Tensor) and x._sym is None else None
+    return array(a.astype(np.int64) if a.size == 0 else a, device=device)
 
 
 def take(x, indices, axis: int = 0) -> Tensor:
     """Gather along ``axis`` (numpy.take): the output has ``indices``' shape in place of
     that axis; negative indices wrap, out-of-range ones raise. No gradient flows to the
     indices."""
-    return apply(_TAKE, x, _indices(indices), axis=axis)
+    return apply(_TAKE, x, _indices(indices, x), axis=axis)
 
 
 # -- pad ----------------------------------------------------------------------------------
@@ -565,8 +568,8 @@ _MASK = ("boolean mask indexing is not supported: its result shape depends on th
          "values; use gc.where(mask, x, 0) or integer indices")
 
 
-def _index_tensor(k) -> Tensor:
-    t = _indices(k)
+def _index_tensor(k, x) -> Tensor:
+    t = _indices(k, x)
     if t.dtype == np.bool_:
         raise _fail(_MASK, "getitem")
     if dt.canonical(t.dtype) not in dt.INTS:
@@ -589,7 +592,7 @@ def getitem(x, key) -> Tensor:
         elif isinstance(k, int | np.integer):
             parsed.append(int(k))
         elif isinstance(k, Tensor | list | np.ndarray):
-            parsed.append(_index_tensor(k))
+            parsed.append(_index_tensor(k, x))
         else:
             raise _fail(f"unsupported index {k!r}", "getitem")
     arrays = [k for k in parsed if isinstance(k, Tensor)]
