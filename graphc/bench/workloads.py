@@ -3,7 +3,10 @@
 Each workload builds seeded inputs and parameters and returns a `Workload`: ``step`` is the
 imperative function (graphc eager ops, or a Gluon-style model step), ``args`` its inputs.
 Compiled runs wrap the same function (``gc.jit(step, backend=...)``) or hybridize the same
-model, so the imperative and compiled numbers are for the same computation.
+model, so the imperative and compiled numbers are for the same computation. Every builder
+takes ``device=None``: by default the inputs are numpy arrays and the parameters live on
+the CPU; given a device (``gc.gpu()``), the inputs are tensors there and the parameters are
+initialized there (benchmarks/gpu.py).
 """
 
 from __future__ import annotations
@@ -34,14 +37,19 @@ def _rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def w1(n: int = 4_194_304) -> Workload:
+def _on(device, *arrays) -> tuple:
+    """The inputs as given (numpy arrays) when ``device`` is None, else tensors on it."""
+    return arrays if device is None else tuple(gc.array(a, device=device) for a in arrays)
+
+
+def w1(n: int = 4_194_304, device=None) -> Workload:
     r = _rng(1)
     a, b, c = (r.standard_normal(n).astype(np.float32) for _ in range(3))
 
     def step(a, b, c):
         return gc.relu(a * b + c) * gc.sigmoid(a) - gc.tanh(b)
 
-    return Workload("W1", "elementwise chain, 4M floats", step, (a, b, c))
+    return Workload("W1", "elementwise chain, 4M floats", step, _on(device, a, b, c))
 
 
 def _mlp(sizes, activation="relu") -> nn.HybridSequential:
@@ -52,21 +60,23 @@ def _mlp(sizes, activation="relu") -> nn.HybridSequential:
     return net
 
 
-def _initialized(net, example) -> nn.HybridSequential:
+def _initialized(net, example, device=None) -> nn.HybridSequential:
+    """Parameters initialized (seeded) on ``device`` (None: the CPU) and shapes inferred."""
     gc.random.seed(0)
-    net.initialize(gc.init.Xavier())
-    net(gc.array(example))
+    net.initialize(gc.init.Xavier(), device=device)
+    net(gc.array(example, device=device))
     return net
 
 
-def w2(batch: int = 64) -> Workload:
+def w2(batch: int = 64, device=None) -> Workload:
     x = _rng(2).standard_normal((batch, 784)).astype(np.float32)
-    net = _initialized(_mlp([784, 512, 512, 10]), x)
+    net = _initialized(_mlp([784, 512, 512, 10]), x, device)
 
     def step(x):
         return gc.softmax(net(x), axis=-1)
 
-    return Workload("W2", "MLP inference 784-512-512-10, batch 64", step, (x,), [net])
+    return Workload("W2", "MLP inference 784-512-512-10, batch 64", step, _on(device, x),
+                    [net])
 
 
 def _train_step(net, x, y) -> Callable:
@@ -83,13 +93,13 @@ def _train_step(net, x, y) -> Callable:
     return step
 
 
-def w3(batch: int = 64) -> Workload:
+def w3(batch: int = 64, device=None) -> Workload:
     r = _rng(3)
     x = r.standard_normal((batch, 784)).astype(np.float32)
     y = r.integers(0, 10, batch).astype(np.int64)
-    net = _initialized(_mlp([784, 512, 512, 10]), x)
-    return Workload("W3", "MLP training step (SGD)", _train_step(net, x, y), (x, y), [net],
-                    training=True)
+    net = _initialized(_mlp([784, 512, 512, 10]), x, device)
+    return Workload("W3", "MLP training step (SGD)", _train_step(net, x, y), _on(device, x, y),
+                    [net], training=True)
 
 
 def _lenet() -> nn.HybridSequential:
@@ -101,19 +111,20 @@ def _lenet() -> nn.HybridSequential:
     return net
 
 
-def w4(batch: int = 64) -> Workload:
+def w4(batch: int = 64, device=None) -> Workload:
     x = _rng(4).standard_normal((batch, 1, 28, 28)).astype(np.float32)
-    net = _initialized(_lenet(), x)
-    return Workload("W4", "LeNet-5 inference, batch 64", lambda x: net(x), (x,), [net])
+    net = _initialized(_lenet(), x, device)
+    return Workload("W4", "LeNet-5 inference, batch 64", lambda x: net(x), _on(device, x),
+                    [net])
 
 
-def w5(batch: int = 64) -> Workload:
+def w5(batch: int = 64, device=None) -> Workload:
     r = _rng(5)
     x = r.standard_normal((batch, 1, 28, 28)).astype(np.float32)
     y = r.integers(0, 10, batch).astype(np.int64)
-    net = _initialized(_lenet(), x)
-    return Workload("W5", "LeNet-5 training step (SGD)", _train_step(net, x, y), (x, y),
-                    [net], training=True)
+    net = _initialized(_lenet(), x, device)
+    return Workload("W5", "LeNet-5 training step (SGD)", _train_step(net, x, y),
+                    _on(device, x, y), [net], training=True)
 
 
 class _LSTMLM(nn.HybridBlock):
@@ -128,17 +139,17 @@ class _LSTMLM(nn.HybridBlock):
 
 
 def w6(vocab: int = 1000, embed: int = 128, hidden: int = 256, seq: int = 35,
-       batch: int = 32) -> Workload:
+       batch: int = 32, device=None) -> Workload:
     tokens = _rng(6).integers(0, vocab, (seq, batch)).astype(np.int64)
-    net = _initialized(_LSTMLM(vocab, embed, hidden), tokens)
-    return Workload("W6", "LSTM LM forward, seq 35 x batch 32", lambda t: net(t), (tokens,),
-                    [net])
+    net = _initialized(_LSTMLM(vocab, embed, hidden), tokens, device)
+    return Workload("W6", "LSTM LM forward, seq 35 x batch 32", lambda t: net(t),
+                    _on(device, tokens), [net])
 
 
-def w7() -> Workload:
+def w7(device=None) -> Workload:
     x = _rng(7).standard_normal((1, 64)).astype(np.float32)
-    net = _initialized(_mlp([64, 64, 64, 10]), x)
-    return Workload("W7", "tiny MLP latency, batch 1", lambda x: net(x), (x,), [net])
+    net = _initialized(_mlp([64, 64, 64, 10]), x, device)
+    return Workload("W7", "tiny MLP latency, batch 1", lambda x: net(x), _on(device, x), [net])
 
 
 class _EncoderBlock(nn.HybridBlock):
@@ -166,11 +177,11 @@ class _EncoderBlock(nn.HybridBlock):
 
 
 def w8(batch: int = 8, seq: int = 128, d: int = 256, heads: int = 4,
-       ffn: int = 1024) -> Workload:
+       ffn: int = 1024, device=None) -> Workload:
     x = _rng(8).standard_normal((batch, seq, d)).astype(np.float32)
-    net = _initialized(_EncoderBlock(d, heads, ffn), x)
-    return Workload("W8", "transformer encoder block, 8 x 128 x 256", lambda x: net(x), (x,),
-                    [net])
+    net = _initialized(_EncoderBlock(d, heads, ffn), x, device)
+    return Workload("W8", "transformer encoder block, 8 x 128 x 256", lambda x: net(x),
+                    _on(device, x), [net])
 
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
