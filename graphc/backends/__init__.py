@@ -28,4 +28,5 @@ def get_backend(name: str | None = None) -> Backend:
 from . import reference  # noqa: E402,F401  (registers itself)
 
 __all__ = ["Backend", "Executable", "get_backend", "register_backend", "DEFAULT"]
+from .cuda import backend as _cuda_backend  # noqa: E402,F401  (registers itself)
 from .llvm import backend as _llvm_backend  # noqa: E402,F401  (registers itself)

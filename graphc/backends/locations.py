@@ -71,9 +71,13 @@ def address(a: np.ndarray) -> int:
 class Locations:
     """Static locations of every value of ``graph`` under ``plan``."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, run_view, stage_bytes: int = 0):
+    def __init__(self, graph: Graph, plan: MemoryPlan, run_view, stage_bytes: int = 0,
+                 any_copy: bool = False):
         """``run_view(node, arrays)`` runs a view op on host arrays; output buffers of at
-        most ``stage_bytes`` get a fixed slot (computed there, copied out per call)."""
+        most ``stage_bytes`` get a fixed slot (computed there, copied out per call). A view
+        op that copies in an order other than C's raises `NotStatic`, unless ``any_copy``
+        (a backend that runs such a node itself, into the buffer given to it)."""
+        self.any_copy = any_copy
         self.graph, self.plan = graph, plan
         self.arena = np.empty(max(plan.arena_bytes, 64), np.uint8)
         self.fixed: dict[int, np.ndarray] = {0: self.arena}   # slot -> array held
@@ -165,7 +169,8 @@ class Locations:
         probe = np.arange(x.type.size, dtype=np.float64).reshape(x.shape)
         out = run_view(node, [probe if i is x else self.home[i.name]
                               for i in node.inputs])[node.outputs.index(v)]
-        if out.shape != v.shape or not np.array_equal(np.ravel(out), probe.ravel()):
+        if (out.shape != v.shape or not np.array_equal(np.ravel(out), probe.ravel())) and \
+                not self.any_copy:
             raise NotStatic(f"view op {node.op.name} copies, and not in C order")
         home = np.empty(v.shape, dt.to_numpy(v.dtype))
         self.home[v.name] = home

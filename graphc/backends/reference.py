@@ -35,6 +35,9 @@ class Interpreter(Executable):
             sanitize = os.environ.get("GRAPHC_SANITIZE", "") not in ("", "0")
         self.sanitize = bool(sanitize)
         self._arena = None
+        #: (id(graph), constant name) -> its device copy (uploaded once: a GPU run must not
+        #: copy from the host per call, nor at all while a CUDA graph is being captured)
+        self._device_constants: dict = {}
 
     def __call__(self, *arrays) -> list:
         if self.check:
@@ -43,7 +46,7 @@ class Interpreter(Executable):
         env = {id(v): a for v, a in zip(self.runtime_inputs, arrays)}
         for v in self.graph.inputs:
             if v.role == "constant":
-                env[id(v)] = xp.asarray(self.graph.constants[v.name])
+                env[id(v)] = self.constant(self.graph, v, xp)
         if self.sanitize:
             return self.fresh_outputs(self.run_planned(env, xp))
         prof = profiler._ACTIVE
@@ -70,12 +73,23 @@ class Interpreter(Executable):
         inner = {}
         params = iter(node.inputs)
         for v in body.inputs:
-            inner[id(v)] = xp.asarray(body.constants[v.name]) if v.role == "constant" \
+            inner[id(v)] = self.constant(body, v, xp) if v.role == "constant" \
                 else env[id(next(params))]
         for n in body.nodes:
             self.run_node(n, inner, xp)
         for v, o in zip(node.outputs, body.outputs):
             env[id(v)] = inner[id(o)]
+
+    def constant(self, graph: Graph, v, xp):
+        """Constant ``v`` of ``graph`` (the graph or a fused body) as an array of ``xp``."""
+        data = graph.constants[v.name]
+        if xp is np:
+            return np.asarray(data)
+        key = (id(graph), v.name)
+        arr = self._device_constants.get(key)
+        if arr is None:
+            arr = self._device_constants[key] = xp.asarray(data)
+        return arr
 
     # -- sanitizer ------------------------------------------------------------------------
     def run_planned(self, env: dict, xp) -> list:

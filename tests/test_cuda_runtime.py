@@ -1,0 +1,192 @@
+"""The CUDA executable against the reference backend: the model zoo and random graphs,
+CUDA-graph mode, the sanitizer, and the error a user without cupy gets.
+
+Every test runs twice: on a stand-in device (tests/emulated_device.py: the generated CUDA
+C compiled for the CPU, host memory as device memory, numpy as cuBLAS), which checks the
+executable's layouts, kernel choice, launch arguments and buffers and the kernels' values
+on any machine; and on a real GPU (marked ``gpu``, skipped where there is none; run by
+scripts/gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+
+import models as M
+import numpy as np
+import pytest
+import test_llvm_fuzz as F
+from emulated_device import EmulatedDriver
+
+import graphc as gc
+from graphc import pytree
+from graphc.backends import get_backend
+from graphc.errors import BackendError
+from graphc.passes.pipeline import compile_graph
+
+
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    """A driver factory: the emulated device, or None (the real GPU's default driver)."""
+    if request.param == "gpu":
+        from graphc.backends.cuda.driver import cuda_available
+        if not cuda_available():
+            pytest.skip("no CUDA device (cupy missing, or no GPU)")
+        return lambda: None
+    if shutil.which("g++") is None:
+        pytest.skip("the emulated device needs g++")
+    return EmulatedDriver
+
+
+def _host(a) -> np.ndarray:
+    a = a.numpy() if isinstance(a, gc.Tensor) else a
+    return np.asarray(a.get() if hasattr(a, "get") else a)
+
+CASES = {**dict(M.INFERENCE.items()),
+         **{f"{k}_step": functools.partial(M.train_step, k) for k in M.SPECS}}
+
+
+def _arrays(out) -> list[np.ndarray]:
+    return [_host(t) for t in pytree.flatten(out)[0]]
+
+
+@functools.cache
+def _reference(case: str) -> list:
+    fn, args = CASES[case]()
+    return _arrays(gc.jit(fn, backend="reference", opt_level=0)(*args))
+
+
+def _compare(got, want, what, rtol=2e-4, atol=2e-5):
+    assert len(got) == len(want), what
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert (g.shape, g.dtype) == (w.shape, w.dtype), f"{what} result {i}"
+        if w.dtype.kind != "f":
+            np.testing.assert_array_equal(g, w, err_msg=f"{what} result {i}")
+        else:
+            scale = max(1.0, float(np.abs(w).max(initial=0)))
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol * scale,
+                                       err_msg=f"{what} result {i}")
+
+
+@pytest.mark.parametrize("mode", ["plain", "donated", "cuda_graph", "sanitize"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_models_match_reference(case, mode, device):
+    fn, args = CASES[case]()
+    driver = device()
+    donate = (tuple(range(2, len(args))) if case.endswith("_step") else
+              tuple(range(len(args)))) if mode == "donated" else ()
+    f = gc.jit(fn, backend="cuda", opt_level=3, driver=driver, donate=donate,
+               cuda_graph=mode == "cuda_graph", sanitize=mode == "sanitize")
+    first = [a.copy() for a in _arrays(f(*[a.copy() for a in args]))]
+    _compare(first, _reference(case), f"{case} {mode}")
+    # a second call (the graph replay, in graph mode) on new values of the same inputs
+    scaled = [a * 0.5 if a.dtype.kind == "f" else a for a in args]
+    want = _arrays(gc.jit(fn, backend="reference", opt_level=0)(*scaled))
+    _compare(_arrays(f(*[a.copy() for a in scaled])), want, f"{case} {mode}, second call")
+    exe = f.compiled(*args)
+    if driver is not None:
+        assert driver.launches > 0, "no generated kernel ran"
+        if mode == "cuda_graph":
+            assert (driver.captures, driver.replays) == (1, 1)
+    kinds = {type(s).__name__ for s in exe.steps}
+    assert kinds & {"_Elementwise", "_Launch", "_Gemm"}, kinds
+
+
+def test_mlp_runs_without_python_steps(device):
+    fn, args = M.INFERENCE["mlp"]()
+    exe = gc.jit(fn, backend="cuda", driver=device()).compiled(*args)
+    assert exe.fallback_nodes == [], [n.op.name for n in exe.fallback_nodes]
+    assert exe.num_launches <= exe.num_kernels + 3   # GEMM + epilogue per layer
+
+
+def test_results_are_fresh_and_arguments_untouched(device):
+    fn, args = M.INFERENCE["transformer"]()
+    f = gc.jit(fn, backend="cuda", driver=device())
+    kept = [a.copy() for a in args]
+    first = pytree.flatten(f(*args))[0]
+    snapshot = [_host(a).copy() for a in first]
+    for a in first:
+        a = a._data if isinstance(a, gc.Tensor) else a
+        a[...] = np.nan
+    again = _arrays(f(*args))
+    for g, w in zip(again, snapshot):
+        np.testing.assert_array_equal(g, w)
+    for a, b in zip(args, kept):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_random_graphs_match_reference(level, device):
+    """40 random graphs (odd sizes, broadcasting, transposed/strided/reversed/stride-0 input
+    views, zero-size dims) in one executable, against the reference backend."""
+    cases = [F.seed_case(seed, level) for seed in range(40)]
+    case, spans = F.union(cases)
+    exe = compile_graph(case.graph, "cuda", opt_level=level, driver=device())
+    ref = get_backend("reference").compile(case.graph)
+    inputs = case.arrays()
+    with np.errstate(all="ignore"):
+        want = ref(*inputs)
+        got = [_host(a) for a in exe(*inputs)]
+        again = [_host(a) for a in exe(*inputs)]
+    for k, span in enumerate(spans):
+        for i in span:
+            why = F._mismatch(got[i], want[i], case.tolerances[i])
+            assert why is None, f"seed {k} output {i}: {why}"
+            assert F._same(again[i], got[i]), f"seed {k} output {i}: second call differs"
+
+
+def test_sanitizer_catches_a_lifetime_that_ends_too_early(device):
+    """Poisoning is real: a plan that frees a buffer before its last reader turns the
+    result into NaN on the emulated device."""
+    from graphc.passes import memory
+    fn, args = M.INFERENCE["mlp"]()
+    g = gc.trace(fn, *args)
+    from graphc.passes.pipeline import optimize
+    opt = optimize(g, 3)
+    plan = memory.plan_memory(opt)
+    victim = next(b for b in plan.buffers.values() if b.kind == memory.ARENA and b.end > 0)
+    victim.end = victim.start   # dies right after it is written
+    exe = get_backend("cuda").compile(opt, memory_plan=plan, sanitize=True,
+                                      driver=device())
+    out = exe(*args)
+    assert any(np.isnan(_host(o)).any() for o in out)
+
+
+def test_cuda_without_cupy_says_how_to_install():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("cupy is installed here")
+    except ImportError:
+        pass
+    f = gc.jit(lambda a: a * 2, backend="cuda")
+    with pytest.raises(BackendError, match=r"graphc\[gpu\]"):
+        f(np.ones(3, np.float32))
+
+
+def _block_run(name: str, backend: str, driver=None, gpu: bool = False) -> list[np.ndarray]:
+    """A hybridized block's forward, tape gradients and one jit-compiled SGD step."""
+    gc.random.seed(0)   # the same dropout keys for both backends
+    case = M.BLOCKS[name]()
+    net = case.block
+    options = {} if driver is None else {"driver": driver}
+    device = gc.gpu() if gpu else gc.cpu()
+    net.to(device)
+    net.hybridize(backend=backend, **options)
+    data = [gc.array(d, device=device) for d in case.data]
+    with gc.autograd.record():
+        out = net(*data)
+        loss = case.loss(out, gc.array(case.labels, device=device))
+    loss.backward()
+    params = list(net.collect_params().values())
+    grads = [_host(p.grad()).copy() for p in params if p.grad_req != "null"]
+    trainer = gc.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    trainer.step(1)
+    return [_arrays(out)[0], _host(loss), *grads, *[_host(p.data()).copy() for p in params]]
+
+
+@pytest.mark.parametrize("name", sorted(M.BLOCKS))
+def test_hybridized_blocks_match_reference(name, device):
+    driver = device()
+    got = _block_run(name, "cuda", driver, gpu=driver is None)
+    _compare(got, _block_run(name, "reference"), f"hybridized {name}")
