@@ -204,12 +204,14 @@ def cmd_doctor(args) -> int:
         print(f"llvm: unavailable ({type(e).__name__}: {e})")
     print(f"reference: ok  numpy {np.__version__}")
     try:
-        import cupy
-        print(f"cuda: cupy {cupy.__version__}, {cupy.cuda.runtime.getDeviceCount()} device(s)")
-    except ImportError:
-        print("cuda: unavailable (cupy not installed: pip install graphc[gpu])")
+        from .backends.cuda.driver import default_driver
+        d = default_driver()
+        print(f"cuda: ok  cupy {d.xp.__version__}, {d.arch}, {d.sm_count} SMs")
     except Exception as e:  # noqa: BLE001
-        print(f"cuda: unavailable ({type(e).__name__}: {e})")
+        print(f"cuda: unavailable ({e})")
+    from .backends.cuda import compiler
+    print(f"  nvcc: {compiler.nvcc_path() or 'not found'} (kernels can be checked with "
+          "nvcc --ptx without a GPU)" if compiler.nvcc_available() else "  nvcc: not found")
     print(f"threads: {gc.get_num_threads()}")
     return 0
 

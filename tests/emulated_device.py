@@ -20,6 +20,7 @@ class EmulatedDriver:
     sm_count = 2   # few blocks, so grid-stride loops take more than one trip
 
     def __init__(self):
+        self.sources: list[str] = []   # every module loaded (tests compile them with nvcc)
         self.launches = 0
         self.captures = 0
         self.replays = 0
@@ -38,6 +39,7 @@ class EmulatedDriver:
                           offset=offset, strides=strides)
 
     def load(self, source: str):
+        self.sources.append(source)
         module = cuda_emulator.load(source)
         driver = self
 

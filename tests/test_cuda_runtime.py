@@ -22,6 +22,7 @@ from emulated_device import EmulatedDriver
 import graphc as gc
 from graphc import pytree
 from graphc.backends import get_backend
+from graphc.backends.cuda import compiler
 from graphc.errors import BackendError
 from graphc.passes.pipeline import compile_graph
 
@@ -190,3 +191,19 @@ def test_hybridized_blocks_match_reference(name, device):
     driver = device()
     got = _block_run(name, "cuda", driver, gpu=driver is None)
     _compare(got, _block_run(name, "reference"), f"hybridized {name}")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or not compiler.nvcc_available(),
+                    reason="needs g++ (the emulated device) and nvcc")
+def test_runtime_modules_compile_for_sm90():
+    """Every module the executable builds (its choice of variants, the copy kernels that
+    move reduced axes last) for the model zoo and random graphs compiles with nvcc."""
+    driver = EmulatedDriver()
+    for case in sorted(CASES):
+        fn, args = CASES[case]()
+        gc.jit(fn, backend="cuda", driver=driver).compiled(*args)
+    union, _ = F.union([F.seed_case(seed, 3) for seed in range(40)])
+    compile_graph(union.graph, "cuda", opt_level=3, driver=driver)
+    assert len(driver.sources) >= len(CASES)
+    for source in driver.sources:
+        compiler.ptx(source, "sm_90", optimize=False, options=("-Werror", "all-warnings"))
