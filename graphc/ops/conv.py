@@ -1,6 +1,6 @@
 """Convolution and pooling over NCHW images, with Gluon's layouts and semantics.
 
-conv2d is a library op (``conv2d``: cuDNN on the GPU, im2col + GEMM elsewhere) with no
+conv2d is a library op (``conv2d``: im2col + GEMM, cuBLAS on the GPU) with no
 bias: the bias is a separate broadcast add, so fusion can fold it (and an activation) into
 the convolution as an epilogue. Its gradients are two more library ops,
 `conv2d_input_grad` (a transposed convolution) and `conv2d_weight_grad`, which are each

@@ -111,7 +111,13 @@ class CudaExecutable(Executable):
                                if isinstance(s, _Python)]
         self._dying = self._poison_lists(pending) if self.sanitize else None
         self._outputs()
+        #: CUDA graph mode (`_call_graph`): the graph, the inputs read in place (index,
+        #: array), the staged ones (index -> buffer), the previous call's arrays
         self._replay = None
+        self._pinned: list = []
+        self._staged: dict = {}
+        self._seen = None
+        self.captures = 0
 
     # -- construction ---------------------------------------------------------------------
     def _device_slots(self) -> None:
@@ -130,17 +136,16 @@ class CudaExecutable(Executable):
         self.in_slots = [slot for slot, _ in at.inputs]
         self.out_slots = [(slot, at.home[root].shape, at.home[root].dtype)
                           for slot, root in at.outputs]
-        if self.cuda_graph:
-            for slot, v in at.inputs:
-                self.buffers[slot] = d.empty(v.shape, dt.to_numpy(v.dtype))
+        if self.cuda_graph:   # results computed in place, copied out per call
             for slot, shape, dtype in self.out_slots:
                 self.buffers[slot] = d.empty(shape, dtype)
         self.ptrs = [0] * at.n_slots
         for slot, buf in self.buffers.items():
             self.ptrs[slot] = d.ptr(buf)
-        #: slots whose memory changes per call
-        self.dynamic = set() if self.cuda_graph else \
-            set(self.in_slots) | {s for s, _, _ in self.out_slots}
+        #: slots whose memory changes per call (a CUDA graph bakes in the inputs' pointers
+        #: at capture: see `_call_graph`)
+        self.dynamic = set(self.in_slots) | (
+            set() if self.cuda_graph else {s for s, _, _ in self.out_slots})
 
     def new_buffer(self, shape, dtype) -> Loc:
         """A fixed device buffer (scratch) and its location."""
@@ -220,11 +225,7 @@ class CudaExecutable(Executable):
         if self.cuda_graph:
             return self.fresh_outputs(self._call_graph(arrays))
         d, ptrs, buffers = self.driver, self.ptrs, self.buffers
-        for slot, a in zip(self.in_slots, arrays):
-            if not a.flags.c_contiguous or d.ptr(a) % VECTOR_ALIGN:
-                a = a.copy()   # C order, and aligned (pool allocations are)
-            buffers[slot] = a
-            ptrs[slot] = d.ptr(a)
+        self._bind_inputs(arrays)
         for slot, shape, dtype in self.out_slots:
             out = buffers[slot] = d.empty(shape, dtype)
             ptrs[slot] = d.ptr(out)
@@ -259,20 +260,56 @@ class CudaExecutable(Executable):
                 outs.append(home.copy() if kind == "copy" else home)
         return outs
 
+    def _bind_inputs(self, arrays, staged: dict | None = None) -> None:
+        """Point the input slots at this call's arrays (a C-contiguous, aligned copy where
+        an array is not), or at their staging buffers (``staged``: index -> buffer, which
+        this call's values are copied into)."""
+        d, ptrs, buffers = self.driver, self.ptrs, self.buffers
+        for i, (slot, a) in enumerate(zip(self.in_slots, arrays)):
+            if staged is not None and i in staged:
+                staged[i][...] = a
+                a = staged[i]
+            elif not a.flags.c_contiguous or d.ptr(a) % VECTOR_ALIGN:
+                a = a.copy()   # C order, and aligned (pool allocations are)
+            buffers[slot] = a
+            ptrs[slot] = d.ptr(a)
+
     def _call_graph(self, arrays) -> list:
-        for slot, a in zip(self.in_slots, arrays):
-            self.buffers[slot][...] = a
-        if self._replay is None:
-            self._run_steps()   # warm-up: module loads, cuBLAS and pool state settle
-            try:
-                self._replay = self.driver.capture(self._run_steps)
-            except Exception as e:   # a step reads device values on the host
-                warnings.warn(f"{self.graph.name}: cuda_graph=True, but the call cannot be "
-                              f"captured as a CUDA graph ({type(e).__name__}: {e}); it runs "
-                              "kernel by kernel", stacklevel=3)
-                self._replay = _Uncaptured(self._run_steps)
-        else:
-            self._replay.launch()
+        """CUDA graph mode. The first call runs kernel by kernel (modules load, cuBLAS and
+        the memory pool settle). The second captures the graph: an input passed as the
+        same array object both times (parameters, optimizer state) is read where it is,
+        pinned (its array held, so its memory stays valid); any other input is copied into
+        a staging buffer each call. Later calls copy the staged inputs and launch the
+        graph; a pinned input that arrives as another array becomes staged, and the graph
+        is captured again."""
+        replay = self._replay
+        if replay is not None and all(arrays[i] is a for i, a in self._pinned):
+            for i, buf in self._staged.items():
+                buf[...] = arrays[i]
+            replay.launch()
+            return self._results(arrays)
+        if self._seen is None:
+            self._seen = arrays
+            self._bind_inputs(arrays)
+            self._run_steps()
+            return self._results(arrays)
+        for i, (a, before) in enumerate(zip(arrays, self._seen)):
+            if i not in self._staged and (a is not before or not a.flags.c_contiguous or
+                                          self.driver.ptr(a) % VECTOR_ALIGN):
+                self._staged[i] = self.driver.empty(a.shape, a.dtype)
+        self._seen = arrays
+        self._pinned = [(i, a) for i, a in enumerate(arrays) if i not in self._staged]
+        self._bind_inputs(arrays, self._staged)
+        self._replay = None
+        try:
+            self._replay = self.driver.capture(self._run_steps)
+        except Exception as e:   # a step reads device values on the host
+            warnings.warn(f"{self.graph.name}: cuda_graph=True, but the call cannot be "
+                          f"captured as a CUDA graph ({type(e).__name__}: {e}); it runs "
+                          "kernel by kernel", stacklevel=3)
+            self._replay = _Uncaptured(self._run_steps)
+        self.captures += 1
+        self._replay.launch()
         return self._results(arrays)
 
     @property
