@@ -118,7 +118,7 @@ def test_results_are_fresh_and_arguments_untouched(device):
 
 
 @pytest.mark.parametrize("level", [0, 3])
-def test_random_graphs_match_reference(level, device):
+def test_random_graph_union_matches_reference(level, device):
     """40 random graphs (odd sizes, broadcasting, transposed/strided/reversed/stride-0 input
     views, zero-size dims) in one executable, against the reference backend."""
     cases = [F.seed_case(seed, level) for seed in range(40)]
