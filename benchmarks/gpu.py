@@ -326,7 +326,7 @@ class Bench:
         compile_ = (lambda f: torch.compile(f, mode=None if mode == "default" else mode)) \
             if mode else (lambda f: f)
         if wid in ("W3", "W5"):
-            fn = self._torch_train(torch, model, p, wid, compile_, mode)
+            fn = P.torch_train_step(torch, model, p, wid, compile_ if mode else None)
         else:
             f = model.mlp if wid == "replay" else P.forward(model, wid)
             fn = compile_(lambda *a: f(p, *a))
@@ -342,31 +342,6 @@ class Bench:
         else:
             rec.update(compare(self.refs.get((wid, "torch")), got))
         return {**rec, **time_calls(call, self.tgt.sync, self.quick)}
-
-    @staticmethod
-    def _torch_train(torch, model, p, wid, compile_, mode) -> Callable:
-        """graphc/bench/peers.py's TorchPeer steps: cross-entropy, backward, SGD in place."""
-        net = model.mlp if wid == "W3" else model.lenet
-        loss_fn = lambda q, x, y: torch.nn.functional.cross_entropy(net(q, x), y)
-        if mode:
-            def whole(x, y):
-                g, loss = torch.func.grad_and_value(loss_fn)(p, x, y)
-                torch._foreach_add_(list(p.values()), [g[k] for k in p], alpha=-P.LR)
-                return loss
-            return compile_(whole)
-        for v in p.values():
-            v.requires_grad_(True)
-
-        def eager(x, y):
-            loss = loss_fn(p, x, y)
-            loss.backward()
-            with torch.no_grad():
-                torch._foreach_add_(list(p.values()), [v.grad for v in p.values()],
-                                    alpha=-P.LR)
-            for v in p.values():
-                v.grad = None
-            return loss.detach()
-        return eager
 
 
 # -- the plan -----------------------------------------------------------------------------

@@ -62,6 +62,22 @@ def kernel_spec(node: Node, name: str) -> KernelSpec:
     return KernelSpec(name, in_types, out_types, exprs)
 
 
+def code_key(spec: KernelSpec) -> tuple:
+    """What an elementwise kernel's code depends on besides its variant and rank: dtypes,
+    which inputs are one element, and the expressions' structure (primitives, dtypes,
+    constants). Code generators share one function between kernels with equal keys, so
+    repeated layers compile once."""
+    memo: dict[int, tuple] = {}
+
+    def key(e: S.Expr) -> tuple:
+        k = memo.get(id(e))
+        if k is None:
+            k = memo[id(e)] = (e.fn, e.dtype, repr(e.value), tuple(key(a) for a in e.args))
+        return k
+    return (tuple((t.dtype, t.size == 1) for t in spec.in_types),
+            tuple(t.dtype for t in spec.out_types), tuple(key(e) for e in spec.exprs))
+
+
 #: Deeper expressions (a traced loop of 3000 adds) would overflow the recursive
 #: renderers; such kernels run in the interpreter.
 MAX_DEPTH = 400

@@ -164,6 +164,22 @@ def _dense(a) -> bool:
     return True
 
 
+def dead_buffers(plan, steps: list[int], arena) -> list[list]:
+    """For a backend's sanitizer: per scheduled step k (which runs plan step
+    ``steps[k]``), the arena buffers whose lifetime ended before it, as (their bytes in
+    ``arena``, dtype), to poison before that step runs."""
+    from ..passes.memory import ARENA
+    dying: list[list] = [[] for _ in steps]
+    for b in plan.buffers.values():
+        if b.kind != ARENA:
+            continue
+        k = next((k for k, s in enumerate(steps) if s > b.end), None)
+        if k is not None:
+            offset, n = plan.offsets[b.root]
+            dying[k].append((arena[offset:offset + n], b.dtype))
+    return dying
+
+
 def _poison(flat, dtype: str, xp) -> None:
     """Fill a dead buffer with values no correct computation reads back."""
     if dt.is_float(dtype):

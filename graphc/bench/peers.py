@@ -515,27 +515,35 @@ class TorchPeer(Peer):
             if self.compile:
                 fn = torch.compile(fn)
             return fn, args, state
-        net = self.model.mlp if wid == "W3" else self.model.lenet
-        loss_fn = lambda q, x, y: torch.nn.functional.cross_entropy(net(q, x), y)
-        if self.compile:
-            def whole(x, y):
-                g, loss = torch.func.grad_and_value(loss_fn)(p, x, y)
-                torch._foreach_add_(list(p.values()), [g[k] for k in p], alpha=-LR)
-                return loss
-            return torch.compile(whole), args, state
-        for v in p.values():
-            v.requires_grad_(True)
+        return torch_train_step(torch, self.model, p, wid,
+                                torch.compile if self.compile else None), args, state
 
-        def eager(x, y):
-            loss = loss_fn(p, x, y)
-            loss.backward()
-            with torch.no_grad():
-                torch._foreach_add_(list(p.values()), [v.grad for v in p.values()],
-                                    alpha=-LR)
-            for v in p.values():
-                v.grad = None
-            return loss.detach()
-        return eager, args, state
+
+def torch_train_step(torch, model: Model, p: dict, wid: str,
+                     compile_: Callable | None = None) -> Callable:
+    """The torch peers' W3/W5 step ``(x, y) -> loss``: cross-entropy, backward, SGD on the
+    tensors of ``p`` in place; with ``compile_`` (torch.compile or one of its modes), the
+    gradient and the update as one compiled function."""
+    net = model.mlp if wid == "W3" else model.lenet
+    loss_fn = lambda q, x, y: torch.nn.functional.cross_entropy(net(q, x), y)
+    if compile_ is not None:
+        def whole(x, y):
+            g, loss = torch.func.grad_and_value(loss_fn)(p, x, y)
+            torch._foreach_add_(list(p.values()), [g[k] for k in p], alpha=-LR)
+            return loss
+        return compile_(whole)
+    for v in p.values():
+        v.requires_grad_(True)
+
+    def eager(x, y):
+        loss = loss_fn(p, x, y)
+        loss.backward()
+        with torch.no_grad():
+            torch._foreach_add_(list(p.values()), [v.grad for v in p.values()], alpha=-LR)
+        for v in p.values():
+            v.grad = None
+        return loss.detach()
+    return eager
 
 
 class JaxPeer(Peer):

@@ -65,7 +65,7 @@ import numpy as np
 
 from ... import dtypes as dt
 from ...ops import scalar as S
-from ..kernel_specs import FLOATS, KernelSpec, RowSpec, Unsupported
+from ..kernel_specs import FLOATS, KernelSpec, RowSpec, Unsupported, code_key
 
 #: C type of a value in registers / in memory
 REG = {"bool": "bool", "int32": "int", "int64": "long long", "float16": "float",
@@ -473,20 +473,6 @@ def _indent(lines: list[str], n: int = 1) -> list[str]:
     return [pad + line if line else line for line in lines]
 
 
-def _code_key(in_types, out_types, exprs) -> tuple:
-    """What an elementwise kernel's code depends on besides variant and rank (as
-    `graphc.backends.llvm.codegen._code_key`)."""
-    memo: dict[int, tuple] = {}
-
-    def key(e: S.Expr) -> tuple:
-        k = memo.get(id(e))
-        if k is None:
-            k = memo[id(e)] = (e.fn, e.dtype, repr(e.value), tuple(key(a) for a in e.args))
-        return k
-    return (tuple((t.dtype, t.size == 1) for t in in_types),
-            tuple(t.dtype for t in out_types), tuple(key(e) for e in exprs))
-
-
 _COMBINE = {"add": "gc_op_add", "mul": "gc_op_mul", "max": "gc_op_max", "min": "gc_op_min"}
 
 
@@ -516,7 +502,7 @@ class ModuleSource:
         rendered = []
         for variant in wanted:
             key = (variant, len(spec.domain) if variant == "strided" else None,
-                   _code_key(spec.in_types, spec.out_types, spec.exprs))
+                   code_key(spec))
             if key in self.functions:
                 rendered.append((variant, key, self.functions[key], None))
             else:
@@ -537,8 +523,7 @@ class ModuleSource:
         ``strided=False`` whose inputs turn out to be views)."""
         if not spec.domain:
             raise Unsupported("a 0-d kernel has no strided variant")
-        key = ("strided", len(spec.domain), _code_key(spec.in_types, spec.out_types,
-                                                       spec.exprs))
+        key = ("strided", len(spec.domain), code_key(spec))
         if key not in self.functions:
             name = self._fresh_name(f"{spec.name}_strided")
             text = self._strided(spec, name)

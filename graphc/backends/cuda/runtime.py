@@ -37,12 +37,11 @@ from ... import profiler
 from ...graph import Graph, Node, Value
 from ...ops import scalar as S
 from ...ops.registry import Kind
-from ...passes.memory import ARENA
 from ...types import TensorType
 from .. import kernel_specs as ks
 from ..base import Executable
 from ..locations import Loc, Locations, overlap, strides_table
-from ..reference import Interpreter, _poison
+from ..reference import Interpreter, _poison, dead_buffers
 from . import codegen
 
 #: threads per block of elementwise and column kernels
@@ -177,16 +176,7 @@ class CudaExecutable(Executable):
         plan = self.memory_plan
         steps = [k for (s, _, k) in pending if s is not None]
         steps = [plan.order.index(k) for k in steps]
-        dying: list[list] = [[] for _ in steps]
-        arena = self.buffers[0]
-        for b in plan.buffers.values():
-            if b.kind != ARENA:
-                continue
-            k = next((k for k, s in enumerate(steps) if s > b.end), None)
-            if k is not None:
-                offset, n = plan.offsets[b.root]
-                dying[k].append((arena[offset:offset + n], b.dtype))
-        return dying
+        return dead_buffers(plan, steps, self.buffers[0])
 
     def _outputs(self) -> None:
         """How each graph output is returned: the caller's input, or its home (copied when

@@ -50,7 +50,7 @@ from llvmlite import ir
 
 from ... import dtypes as dt
 from ...ops import scalar as S
-from ..kernel_specs import KernelSpec, Unsupported
+from ..kernel_specs import KernelSpec, Unsupported, code_key
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
@@ -74,20 +74,6 @@ def _vmath():
         return {}
 
 
-def _code_key(spec: KernelSpec) -> tuple:
-    """What a kernel's code depends on besides its variant and rank: dtypes, which inputs
-    are one element, and the expressions' structure (primitives, dtypes, constants)."""
-    memo: dict[int, tuple] = {}
-
-    def key(e: S.Expr) -> tuple:
-        k = memo.get(id(e))
-        if k is None:
-            k = memo[id(e)] = (e.fn, e.dtype, repr(e.value), tuple(key(a) for a in e.args))
-        return k
-    return (tuple((t.dtype, t.size == 1) for t in spec.in_types),
-            tuple(t.dtype for t in spec.out_types), tuple(key(e) for e in spec.exprs))
-
-
 # -- the module ---------------------------------------------------------------------------
 
 class ModuleBuilder:
@@ -96,7 +82,7 @@ class ModuleBuilder:
     def __init__(self, name: str = "graphc"):
         self.module = ir.Module(name=name)
         self.vmath = _vmath()
-        self.functions: dict[tuple, str] = {}  # (variant, _code_key) -> function name
+        self.functions: dict[tuple, str] = {}  # (variant, code_key) -> function name
 
     def add_kernel(self, spec: KernelSpec) -> dict[str, str]:
         """Emit ``spec``'s variants; returns {'flat'|'strided': function name}. On
@@ -122,7 +108,7 @@ class ModuleBuilder:
         ``tiled``: the strided variant with its two inner loops walked in square tiles
         (for inputs read across their rows, e.g. through a transpose view)."""
         tiled = tiled and strided and len(spec.domain) >= 2
-        key = (len(spec.domain) if strided else None, tiled, _code_key(spec))
+        key = (len(spec.domain) if strided else None, tiled, code_key(spec))
         if key not in self.functions:
             self.functions[key] = self._emit(spec, strided, tiled)
         return self.functions[key]

@@ -819,7 +819,7 @@ class ConvKernel:
         self.cols, self.tmp = self._scratch_sizes(straight)
         key = ("conv", self.op, self.dtype, geo.key(), tuple(sorted(
             (k, v) for k, v in lib.attrs.items())), self.block, straight, self.dg is None,
-            None if epi is None else (codegen._code_key(epi.spec(name)),
+            None if epi is None else (kernel_specs.code_key(epi.spec(name)),
                                       tuple(t.shape for t in epi.in_types)))
         self.name = builder.functions.get(key)
         if self.name is None:
@@ -1078,7 +1078,7 @@ class ConvKernel:
             dims = tuple(d[1:])
         ints = list(dims) + [v for s in strides for v in s[:3]]
         inner = tuple(s[3] for s in strides)
-        key = ("conv_epilogue", self.dtype, codegen._code_key(spec), inner)
+        key = ("conv_epilogue", self.dtype, kernel_specs.code_key(spec), inner)
         if key not in mb.functions:
             mb.functions[key] = self._define_epilogue(mb, name, spec, inner)
         return mb.functions[key], ints

@@ -38,7 +38,6 @@ from llvmlite import ir
 from ... import dtypes as dt
 from ... import profiler
 from ...graph import Value
-from ...passes.memory import ARENA
 from ..locations import (  # noqa: F401  (Loc, NotStatic, overlap: used by the kernels)
     Loc,
     Locations,
@@ -324,17 +323,9 @@ class Program:
         """Sanitizer: before schedule entry k (the plan step ``steps[k]``), poison every
         arena buffer whose lifetime ended before that step; the arena starts each call
         poisoned."""
-        from ..reference import _poison
-        plan = self.at.plan
+        from ..reference import _poison, dead_buffers
         self._poison = _poison
-        self.dying: list[list] = [[] for _ in steps]
-        for b in plan.buffers.values():
-            if b.kind != ARENA:
-                continue
-            k = next((k for k, s in enumerate(steps) if s > b.end), None)
-            if k is not None:
-                offset, n = plan.offsets[b.root]
-                self.dying[k].append((self.at.arena[offset:offset + n], b.dtype))
+        self.dying = dead_buffers(self.at.plan, steps, self.at.arena)
 
     def bind(self, module) -> Program:
         import ctypes
