@@ -37,6 +37,7 @@ from . import data, init, loss, metric, optim  # noqa: E402
 from .optim import Trainer  # noqa: E402
 from . import viz  # noqa: E402  (gc.viz.to_dot; runs no process at import)
 from . import profiler  # noqa: E402  (gc.profiler.profile(): kernel table, Chrome trace)
+from . import onnx  # noqa: E402  (gc.onnx.load/compile/export; imports the onnx package only when used)
 
 __version__ = "0.1.0"
 

@@ -40,9 +40,27 @@ def _prefix_of(path: str) -> str | None:
     return None
 
 
-def _load(path: str):
-    """(graph, params) from an exported prefix or a standalone graph JSON."""
+def _onnx_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``NAME=1,3,224,224`` options as {name: shape}."""
+    shapes = {}
+    for spec in specs or []:
+        name, sep, dims = spec.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise _Fail(f"--shape wants NAME=D,D,..., got {spec!r}")
+    return shapes
+
+
+def _load(path: str, shapes: list[str] | None = None):
+    """(graph, params) from an exported prefix, a standalone graph JSON or an ONNX model
+    (``shapes``: NAME=D,D,... for its symbolic input dims)."""
     from .serialize import graph_from_json, load_graph
+    if path.endswith(".onnx"):
+        from . import onnx
+        return onnx.load(path, input_shapes=_onnx_shapes(shapes)), {}
     prefix = _prefix_of(path)
     if prefix is not None:
         return load_graph(prefix)
@@ -90,7 +108,7 @@ def _nbytes(n: int) -> str:
 
 def cmd_info(args) -> int:
     from .passes.pipeline import compile_graph
-    graph, params = _load(args.file)
+    graph, params = _load(args.file, args.shape)
     print(f"graph {graph.name}")
     print("inputs:")
     for v in graph.inputs:
@@ -158,12 +176,32 @@ def _arrays(runtime_inputs, params: dict, feeds: dict) -> list[np.ndarray]:
     return arrays
 
 
+def _run_onnx(path: str, specs: list[str], backend: str) -> list[np.ndarray]:
+    """An ONNX model on .npy inputs named after the model's inputs."""
+    from . import onnx
+    from .tensor import Tensor
+    model = onnx.compile(path, backend=backend)
+    feeds = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise _Fail(f"--input wants NAME=FILE.npy, got {spec!r}")
+        feeds[name] = np.load(file, allow_pickle=False)
+    outs = model(**feeds)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    return [np.asarray(o.numpy() if isinstance(o, Tensor) else o) for o in outs]
+
+
 def cmd_run(args) -> int:
     from .serialize import load_graph
-    if not os.path.exists(f"{args.prefix}-graph.json"):
-        raise _Fail(f"{args.prefix}-graph.json not found (PREFIX is what export() was given)")
-    graph, params = load_graph(args.prefix)
-    outs = _run(graph, params, _parse_inputs(args.input or [], graph), args.backend)
+    if args.prefix.endswith(".onnx"):
+        outs = _run_onnx(args.prefix, args.input or [], args.backend)
+    else:
+        if not os.path.exists(f"{args.prefix}-graph.json"):
+            raise _Fail(f"{args.prefix}-graph.json not found (PREFIX is what export() was "
+                        "given, or an .onnx file)")
+        graph, params = load_graph(args.prefix)
+        outs = _run(graph, params, _parse_inputs(args.input or [], graph), args.backend)
     paths = args.out or []
     dest = [""] * len(outs)
     if len(paths) == 1 and paths[0].endswith(".npz"):
@@ -326,11 +364,15 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="inputs, ops, parameters, FLOPs, kernels, memory plan",
                           description="Summarize a graph. " + FLOPS_HELP + " Kernels and the "
                           "memory plan come from compiling at the default opt level.")
-    info.add_argument("file", help="graph JSON, or an export PREFIX (PREFIX-graph.json)")
+    info.add_argument("file", help="graph JSON, an export PREFIX (PREFIX-graph.json), or an "
+                                   ".onnx model")
+    info.add_argument("--shape", action="append", metavar="NAME=D,D,...",
+                      help="an ONNX input's shape where the model leaves dims symbolic")
     info.set_defaults(fn=cmd_info)
     run = sub.add_parser("run", help="run an exported model on .npy inputs",
-                         description="Run PREFIX-graph.json + PREFIX-params.safetensors.")
-    run.add_argument("prefix", help="the path HybridBlock.export was given")
+                         description="Run PREFIX-graph.json + PREFIX-params.safetensors, "
+                         "or an .onnx model.")
+    run.add_argument("prefix", help="the path HybridBlock.export was given, or a .onnx file")
     run.add_argument("--input", action="append", metavar="NAME=FILE.npy",
                      help="one per data input (repeat)")
     run.add_argument("--backend", choices=("llvm", "reference"), default="llvm")
