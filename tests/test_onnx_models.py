@@ -184,3 +184,21 @@ def test_a_weight_read_by_several_nodes_is_one_constant():
                               [helper.make_tensor_value_info("y", f, [3, 2])], [w])
     g = gc.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     assert len([v for v in g.inputs if v.role == "constant"]) == 1
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet", "lstm_lm", "transformer", "lenet_constants"])
+def test_export_then_import_gives_the_same_model(name, tmp_path):
+    """graphc -> ONNX -> graphc (llvm): the imported model computes what the original
+    does on the reference backend (onnxruntime's side is tests/test_onnx_export.py)."""
+    import models as M
+    fn, args = M.INFERENCE[name]()
+    path = tmp_path / f"{name}.onnx"
+    gc.onnx.export(gc.trace(fn, *args), path)
+    imported = gc.onnx.compile(str(path), backend="llvm")
+    got = imported(*args)
+    got = got if isinstance(got, tuple) else (got,)
+    want = gc.jit(fn, backend="reference")(*args)
+    want = want if isinstance(want, tuple | list) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(_host(g), _host(w), rtol=1e-5, atol=1e-6, err_msg=name)

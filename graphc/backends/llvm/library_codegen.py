@@ -152,7 +152,7 @@ def _batched(a: np.ndarray, b: np.ndarray) -> tuple:
     a = a[None, :] if a.ndim == 1 else a
     b = b[:, None] if b.ndim == 1 else b
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
-        a = a.reshape(-1, a.shape[-1])
+        a = a.reshape(math.prod(a.shape[:-1]), a.shape[-1])   # (-1 fails when k == 0)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     return (np.broadcast_to(a, batch + (m, k)), np.broadcast_to(b, batch + (k, n)),

@@ -38,7 +38,7 @@ from ...ops.registry import Kind
 from .. import kernel_specs
 from ..base import Executable
 from ..reference import Interpreter
-from . import codegen, conv_codegen, library_codegen, reduce_codegen, threads
+from . import codegen, conv_codegen, injective, library_codegen, reduce_codegen, threads
 from .native_module import NativeModule
 from .program import (
     STAGE_BYTES,
@@ -336,6 +336,8 @@ class LLVMExecutable(Executable):
                                                                     _Kernel)
                 elif conv_codegen.handles(node):
                     self.kernels[i] = conv_codegen.ConvKernel(node, f"k{i}", builder, _Kernel)
+                elif injective.handles(node):
+                    self.kernels[i] = injective.InjectiveKernel(node, f"k{i}")
             except kernel_specs.Unsupported:
                 continue
         self.program = None

@@ -1,0 +1,112 @@
+"""Injective nodes that copy (concat, stack, slice...) as a few native block copies.
+
+Which input element lands where is found the way `graphc.backends.locations` finds where
+views point: by running the op's own implementation once, at construction, on probe
+inputs whose every element is a distinct code (input j, flat position k). The output then
+reads as runs: maximal stretches copied from consecutive positions of one input. A node
+whose output is at most `MAX_RUNS` runs of contiguous inputs becomes that many flat copy
+calls in the native program (a concat of two NCHW maps at batch 1: two copies), so no
+op name appears here and every injective op that moves whole blocks gets this for free.
+Anything else (a transpose: runs of one element; inputs in a strided layout; a cast
+hidden in the op) stays with the interpreter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...graph import Node
+from ...ops import scalar as S
+from ...ops.registry import Kind
+from ...types import TensorType
+from ..kernel_specs import KernelSpec
+from ..locations import Loc
+from .program import elementwise_calls
+
+#: More runs than this: the per-call overhead beats a strided kernel or numpy's copy.
+MAX_RUNS = 64
+_STRIDE = float(2 ** 32)   # probe code of input j, position k: j * 2**32 + k + 1
+
+
+def handles(node: Node) -> bool:
+    """An injective node with one output whose inputs all have its dtype (so a byte copy
+    is the op)."""
+    return node.body is None and node.op.kind is Kind.INJECTIVE and node.op.view_of is None \
+        and len(node.outputs) == 1 and bool(node.inputs) and \
+        all(v.dtype == node.outputs[0].dtype for v in node.inputs)
+
+
+class InjectiveKernel:
+    def __init__(self, node: Node, name: str):
+        self.node, self.name = node, name
+        self.runs = _runs(node)
+
+    def bind(self, module) -> InjectiveKernel:
+        return self
+
+    def calls(self, at) -> list | None:
+        """One flat copy per run, from contiguous inputs into the contiguous output."""
+        if self.runs is None:
+            return None
+        out = at.loc[self.node.outputs[0].name]
+        ins = [at.loc[v.name] for v in self.node.inputs]
+        if not out.contiguous or not all(a.contiguous for a in ins):
+            return None
+        calls: list = []
+        flat_out = out.array.reshape(-1)
+        item = flat_out.itemsize
+        dtype = self.node.outputs[0].dtype
+        for j, k, p, n in self.runs:
+            src = ins[j]
+            dst_loc = Loc(out.slot, out.offset + p * item, flat_out[p:p + n])
+            src_loc = Loc(src.slot, src.offset + k * item, src.array.reshape(-1)[k:k + n])
+            copy = elementwise_calls(self.spec(n, dtype), self.names(at.builder, n, dtype),
+                                     [src_loc], [dst_loc])
+            if copy is None:
+                return None
+            calls += copy
+        return calls
+
+    def spec(self, n: int, dtype: str) -> KernelSpec:
+        t = TensorType((n,), dtype)
+        return KernelSpec(self.name, [t], [t], [S.arg(0, dtype)])
+
+    def names(self, builder, n: int, dtype: str) -> dict:
+        """The flat copy function (one per dtype in the module: sizes are arguments)."""
+        return builder.add_kernel(self.spec(n, dtype))
+
+    def run(self, env: dict) -> None:
+        node = self.node
+        env[id(node.outputs[0])] = _result(node, [env[id(v)] for v in node.inputs])
+
+
+def _result(node: Node, arrays: list) -> np.ndarray:
+    """The op's one output (ops like split return a tuple even of one)."""
+    out = node.op.impl(np, *arrays, **node.attrs)
+    return np.asarray(out[0] if isinstance(out, tuple | list) else out)
+
+
+def _runs(node: Node) -> list[tuple[int, int, int, int]] | None:
+    """(input, its first flat position, output flat position, length) per run, or None
+    when the output is not made of at most `MAX_RUNS` runs of input elements."""
+    if any(v.type.size >= 2 ** 32 for v in node.inputs) or len(node.inputs) >= 2 ** 20:
+        return None
+    probes = [(np.arange(v.type.size, dtype=np.float64) + (j * _STRIDE + 1)).reshape(v.shape)
+              for j, v in enumerate(node.inputs)]
+    try:
+        out = np.asarray(_result(node, probes), np.float64).reshape(-1)
+    except Exception:   # an op whose impl needs real values (indices): not for probing
+        return None
+    if out.size != node.outputs[0].type.size or out.size == 0 or not (out >= 1).all():
+        return None   # an element not copied from an input (padding) or a size mismatch
+    code = out - 1
+    j = np.floor(code / _STRIDE).astype(np.int64)
+    k = (code - j * _STRIDE).astype(np.int64)
+    if (j >= len(node.inputs)).any():
+        return None
+    breaks = np.flatnonzero((np.diff(j) != 0) | (np.diff(k) != 1)) + 1
+    if len(breaks) + 1 > MAX_RUNS:
+        return None
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [out.size]))
+    return [(int(j[s]), int(k[s]), int(s), int(e - s)) for s, e in zip(starts, ends)]
