@@ -123,6 +123,11 @@ def cmd_info(args) -> int:
     pv = [v for v in graph.inputs if v.role in ("parameter", "state")]
     nbytes = sum(_size(v.shape) * np.dtype(_np_dtype(v.dtype)).itemsize for v in pv)
     print(f"parameters: {sum(_size(v.shape) for v in pv)} ({_nbytes(nbytes)}, {len(pv)} tensors)")
+    cv = [v for v in graph.inputs if v.role == "constant"]
+    if cv:   # an imported ONNX model's initializers, a frozen export's weights
+        cbytes = sum(graph.constants[v.name].nbytes for v in cv)
+        print(f"constants: {sum(_size(v.shape) for v in cv)} ({_nbytes(cbytes)}, "
+              f"{len(cv)} tensors)")
     print(f"flops: {_flops(graph)}")
     exe = compile_graph(graph, "reference")
     print(f"kernels after fusion: {exe.num_kernels} (from {len(graph.nodes)} nodes)")
