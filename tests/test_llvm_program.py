@@ -135,3 +135,32 @@ def test_transposed_reads_use_tiled_loops(shape):
                                rtol=1e-6, atol=1e-6)
     if min(shape[-2:]) > 1:   # (a transpose of a (n, 1) array is contiguous)
         assert "_tiled" in f.compiled(w, g).optimized_ir
+
+
+def test_injective_nodes_run_as_native_block_copies():
+    """concat / stack / slice / split move whole blocks: native copies, no Python step;
+    runs of one element (a scalar read) and of many share the node (regression: both were
+    named k<i>_flat)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    b = rng.standard_normal((1, 1, 4)).astype(np.float32)
+    c = rng.standard_normal(1).astype(np.float32)
+    d = rng.standard_normal(5).astype(np.float32)
+
+    def fn(a, b, c, d):
+        return (gc.concat([a, b], axis=1), gc.concat([c, d]), gc.stack([d, d * 2]),
+                a[:, 1:3], gc.split(d, [2], axis=0)[1])
+    f = gc.jit(fn)
+    got = [np.asarray(t) for t in f(a, b, c, d)]
+    want = [np.concatenate([a, b], 1), np.concatenate([c, d]), np.stack([d, d * 2]),
+            a[:, 1:3], d[2:]]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    exe = f.compiled(a, b, c, d)
+    assert exe.program.python_steps == 0, exe.program.schedule
+    # a pad's fill value is not an input element, whatever its value (regression: a fill
+    # of 7 probed as input element 6)
+    x = np.arange(12, dtype=np.int64).reshape(3, 4) - 5
+    g = gc.jit(lambda x: gc.pad(x, ((1, 1), (0, 2)), value=7))
+    np.testing.assert_array_equal(np.asarray(g(x)), np.pad(x, ((1, 1), (0, 2)),
+                                                           constant_values=7))

@@ -29,11 +29,11 @@ _STRIDE = float(2 ** 32)   # probe code of input j, position k: j * 2**32 + k + 
 
 
 def handles(node: Node) -> bool:
-    """An injective node with one output whose inputs all have its dtype (so a byte copy
-    is the op)."""
+    """An injective node whose inputs and outputs all have one dtype (so a byte copy is
+    the op)."""
     return node.body is None and node.op.kind is Kind.INJECTIVE and node.op.view_of is None \
-        and len(node.outputs) == 1 and bool(node.inputs) and \
-        all(v.dtype == node.outputs[0].dtype for v in node.inputs)
+        and bool(node.inputs) and \
+        len({v.dtype for v in [*node.inputs, *node.outputs]}) == 1
 
 
 class InjectiveKernel:
@@ -45,31 +45,34 @@ class InjectiveKernel:
         return self
 
     def calls(self, at) -> list | None:
-        """One flat copy per run, from contiguous inputs into the contiguous output."""
+        """One flat copy per run, from contiguous inputs into the contiguous outputs."""
         if self.runs is None:
             return None
-        out = at.loc[self.node.outputs[0].name]
         ins = [at.loc[v.name] for v in self.node.inputs]
-        if not out.contiguous or not all(a.contiguous for a in ins):
+        outs = [at.loc[v.name] for v in self.node.outputs]
+        if not all(a.contiguous for a in ins + outs):
             return None
         calls: list = []
-        flat_out = out.array.reshape(-1)
-        item = flat_out.itemsize
         dtype = self.node.outputs[0].dtype
-        for j, k, p, n in self.runs:
-            src = ins[j]
-            dst_loc = Loc(out.slot, out.offset + p * item, flat_out[p:p + n])
-            src_loc = Loc(src.slot, src.offset + k * item, src.array.reshape(-1)[k:k + n])
-            copy = elementwise_calls(self.spec(n, dtype), self.names(at.builder, n, dtype),
-                                     [src_loc], [dst_loc])
-            if copy is None:
-                return None
-            calls += copy
+        for out, runs in zip(outs, self.runs):
+            flat_out = out.array.reshape(-1)
+            item = flat_out.itemsize
+            for j, k, p, n in runs:
+                src = ins[j]
+                dst = Loc(out.slot, out.offset + p * item, flat_out[p:p + n])
+                src = Loc(src.slot, src.offset + k * item, src.array.reshape(-1)[k:k + n])
+                copy = elementwise_calls(self.spec(n, dtype), self.names(at.builder, n, dtype),
+                                         [src], [dst])
+                if copy is None:
+                    return None
+                calls += copy
         return calls
 
     def spec(self, n: int, dtype: str) -> KernelSpec:
         t = TensorType((n,), dtype)
-        return KernelSpec(self.name, [t], [t], [S.arg(0, dtype)])
+        # (a one-element copy reads its input as a scalar: another function, another name)
+        return KernelSpec(f"{self.name}_{'one' if n == 1 else 'run'}", [t], [t],
+                          [S.arg(0, dtype)])
 
     def names(self, builder, n: int, dtype: str) -> dict:
         """The flat copy function (one per dtype in the module: sizes are arguments)."""
@@ -77,36 +80,52 @@ class InjectiveKernel:
 
     def run(self, env: dict) -> None:
         node = self.node
-        env[id(node.outputs[0])] = _result(node, [env[id(v)] for v in node.inputs])
+        for v, out in zip(node.outputs, _results(node, [env[id(v)] for v in node.inputs])):
+            env[id(v)] = out
 
 
-def _result(node: Node, arrays: list) -> np.ndarray:
-    """The op's one output (ops like split return a tuple even of one)."""
+def _results(node: Node, arrays: list) -> list[np.ndarray]:
+    """The op's outputs (ops like split return a tuple, even of one)."""
     out = node.op.impl(np, *arrays, **node.attrs)
-    return np.asarray(out[0] if isinstance(out, tuple | list) else out)
+    return [np.asarray(o) for o in (out if isinstance(out, tuple | list) else (out,))]
 
 
-def _runs(node: Node) -> list[tuple[int, int, int, int]] | None:
-    """(input, its first flat position, output flat position, length) per run, or None
-    when the output is not made of at most `MAX_RUNS` runs of input elements."""
+def _runs(node: Node) -> list[list[tuple[int, int, int, int]]] | None:
+    """Per output, (input, its first flat position, output flat position, length) per run;
+    None unless every output is made of input elements in at most `MAX_RUNS` runs in all."""
     if any(v.type.size >= 2 ** 32 for v in node.inputs) or len(node.inputs) >= 2 ** 20:
         return None
     probes = [(np.arange(v.type.size, dtype=np.float64) + (j * _STRIDE + 1)).reshape(v.shape)
               for j, v in enumerate(node.inputs)]
     try:
-        out = np.asarray(_result(node, probes), np.float64).reshape(-1)
+        outs = _results(node, probes)
+        # run again on probes shifted by a half: copied elements shift, constants (a pad
+        # value) do not
+        shifted = _results(node, [p + 0.5 for p in probes])
     except Exception:   # an op whose impl needs real values (indices): not for probing
         return None
-    if out.size != node.outputs[0].type.size or out.size == 0 or not (out >= 1).all():
-        return None   # an element not copied from an input (padding) or a size mismatch
-    code = out - 1
-    j = np.floor(code / _STRIDE).astype(np.int64)
-    k = (code - j * _STRIDE).astype(np.int64)
-    if (j >= len(node.inputs)).any():
+    if len(outs) != len(node.outputs) or len(shifted) != len(outs):
         return None
-    breaks = np.flatnonzero((np.diff(j) != 0) | (np.diff(k) != 1)) + 1
-    if len(breaks) + 1 > MAX_RUNS:
-        return None
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [out.size]))
-    return [(int(j[s]), int(k[s]), int(s), int(e - s)) for s, e in zip(starts, ends)]
+    runs, total = [], 0
+    for v, out, moved in zip(node.outputs, outs, shifted):
+        out = np.asarray(out, np.float64).reshape(-1)
+        moved = np.asarray(moved, np.float64).reshape(-1)
+        if out.size != v.type.size or moved.shape != out.shape or \
+                not (moved - out == 0.5).all() or not (out >= 1).all():
+            return None   # an element not copied from an input (padding), or a mismatch
+        if out.size == 0:
+            runs.append([])
+            continue
+        code = out - 1
+        j = np.floor(code / _STRIDE).astype(np.int64)
+        k = (code - j * _STRIDE).astype(np.int64)
+        if (j >= len(node.inputs)).any():
+            return None
+        breaks = np.flatnonzero((np.diff(j) != 0) | (np.diff(k) != 1)) + 1
+        total += len(breaks) + 1
+        if total > MAX_RUNS:
+            return None
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [out.size]))
+        runs.append([(int(j[s]), int(k[s]), int(s), int(e - s)) for s, e in zip(starts, ends)])
+    return runs
