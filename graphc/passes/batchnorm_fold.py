@@ -8,15 +8,21 @@ that is a chain of per-channel ``add``/``sub``/``mul`` on the library call's res
     chain(lib(x, W)) == lib(x, W * S) + T        (S, T per output channel)
 
 with S the product of the multipliers and T the folded shifts (``(b - mean) * scale +
-beta`` for a BatchNorm). ``fold_batch_norm`` finds such chains (at least one multiply,
-every intermediate used only by the next link) whose weight and per-channel operands are
+beta`` for a BatchNorm). The chain need not come from graphc's own layer: an imported
+ONNX BatchNormalization, ``(x - mean) * (scale * rsqrt(var + eps)) + b`` on (C, 1, 1)
+constants, is the same chain, and so is any run of ``y + c``, ``c + y``, ``y - c``,
+``c - y``, ``y * c``, ``c * y`` and ``y / c`` with ``c`` per output channel ((C, 1, 1),
+(1, C, 1, 1), (C,) after a matmul, or a scalar); the steps compose. ``fold_batch_norm``
+finds such chains (at least one multiply or divide, every intermediate used only by the
+next link) whose weight and per-channel operands are
 *static*: computed from constants alone, or also from parameter inputs named in
 ``graph.meta["frozen"]`` (the tracer lists parameters with grad_req 'null' that the graph
 does not write: Gluon's way to freeze a layer). With constants, W * S and T
 are computed here in float64 and rounded once to the weight's dtype; with frozen
 parameters, whose values only arrive per call, the same arithmetic is emitted as nodes on
 the (small) weight and channel vectors, in place of the per-element work on activations.
-The result equals the unfolded graph within float rounding.
+The result equals the unfolded graph within float rounding, not bit for bit (``x @ (W * s)``
+rounds differently from ``(x @ W) * s``), which is why the pass runs at opt level 3 only.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ _LINEAR = {
     "conv2d": _Layout(weight=1, out_axis=1, weight_axis=0),     # W: (O, C/groups, kh, kw)
     "matmul": _Layout(weight=1, out_axis=-1, weight_axis=-1),   # B: (..., k, O)
 }
-#: The per-channel links of a chain: y * c, y + c, y - c, c - y (and c * y, c + y).
-_LINKS = ("mul", "add", "sub")
+#: The per-channel links of a chain: y * c, y + c, y - c, c - y, y / c (and c * y, c + y).
+_LINKS = ("mul", "add", "sub", "div")
+#: The links that scale (a chain needs one to have something to fold into the weight).
+_SCALES = ("mul", "div")
 
 
 def _static_values(graph: Graph) -> set[int]:
@@ -102,12 +110,13 @@ def _find_chains(graph: Graph, static: set[int]) -> list[_Chain]:
                 break
             pos = user.inputs.index(y)
             c = user.inputs[1 - pos]
-            if id(c) not in static or not _per_channel(c, y, axis):
+            if id(c) not in static or not _per_channel(c, y, axis) \
+                    or (user.op.name == "div" and pos != 0):  # c / y is not affine in y
                 break
             links.append((user, pos))
             y = user.outputs[0]
-        # a chain without a multiply has nothing to fold into the weight
-        if any(n.op.name == "mul" for n, _ in links):
+        # a chain without a multiply or divide has nothing to fold into the weight
+        if any(n.op.name in _SCALES for n, _ in links):
             chains.append(_Chain(node, layout, links))
     return chains
 
@@ -163,18 +172,22 @@ class _Folder:
                          {"shape": (n,)})
 
     def combine(self, op: str, a, b):
-        """``a op b`` for op in mul/add/sub; None stands for the identity of the role the
+        """``a op b`` for op in mul/div/add/sub; None stands for the identity of the role the
         operand plays (1 for a scale, 0 for a shift) and is never passed for both."""
         if a is None:
-            return b if op != "sub" else self.neg(b)
+            return {"sub": self.neg, "div": self.recip}.get(op, lambda v: v)(b)
         if b is None:
             return a
         if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-            return {"mul": np.multiply, "add": np.add, "sub": np.subtract}[op](a, b)
+            return {"mul": np.multiply, "div": np.divide, "add": np.add,
+                    "sub": np.subtract}[op](a, b)
         return self.node(op, [a, b])
 
     def neg(self, a):
         return -a if isinstance(a, np.ndarray) else self.node("neg", [a])
+
+    def recip(self, a):
+        return 1.0 / a if isinstance(a, np.ndarray) else self.node("div", [np.ones(()), a])
 
     def shaped(self, vec, shape: tuple[int, ...]):
         """A vector reshaped to ``shape`` (to broadcast along an axis), as a new value."""
@@ -194,9 +207,9 @@ def _fold(chain: _Chain, graph: Graph, rw) -> Value:
     for node, pos in chain.links:
         c = f.channels(node.inputs[1 - pos], n, axis, ndim)
         op = node.op.name
-        if op == "mul":
-            scale = c if scale is None else f.combine("mul", scale, c)
-            shift = None if shift is None else f.combine("mul", shift, c)
+        if op in _SCALES:  # y * c, c * y, y / c
+            scale = f.combine(op, scale, c)
+            shift = None if shift is None else f.combine(op, shift, c)
         elif op == "add" or pos == 0:  # y + c, c + y, y - c
             shift = f.combine(op, shift, c)
         else:  # c - y == -y + c
