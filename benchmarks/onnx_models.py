@@ -166,19 +166,21 @@ def light_model(name: str):
 
 # -- timing ---------------------------------------------------------------------------------
 
-def _median_pair(fa, fb, repeat: int, warmup: int = 2) -> tuple[float, float]:
-    """Medians (seconds) of ``fa`` and ``fb``, alternating per round."""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fa()
-        ta.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        fb()
-        tb.append(time.perf_counter() - t)
+def _median_pair(fa, fb, repeat: int, block: int = 5) -> tuple[float, float]:
+    """Medians (seconds) of ``fa`` and ``fb`` over ``repeat`` timed calls each, run in
+    alternating blocks of ``block`` calls whose first two are not timed: each runtime's
+    worker threads spin for a while after a call (onnxruntime's, OpenBLAS's), and would
+    otherwise steal the cores from the other's next call."""
+    ta: list[float] = []
+    tb: list[float] = []
+    while len(ta) < repeat:
+        for f, times in ((fa, ta), (fb, tb)):
+            f()
+            f()
+            for _ in range(block):
+                t = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -211,7 +213,7 @@ def bench(name: str, proto, batch: int, threads: int, repeat: int, profile: bool
             exe_model = gc.onnx.compile(proto, backend="llvm")
             for _ in range(3):
                 exe_model(data)
-        row["profile"] = p.table(top=12) if hasattr(p, "table") else str(p)
+        row["profile"] = p.table()
     return row
 
 

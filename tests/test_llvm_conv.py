@@ -149,6 +149,19 @@ CONVS = {  # name: (x shape, w shape, attrs)
     "groups2_1x1": ((2, 8, 6, 7), (6, 4, 1, 1), dict(groups=2)),
     "depthwise": ((2, 6, 8, 8), (6, 1, 3, 3), dict(padding=1, groups=6)),
     "depthwise_stride2": ((2, 6, 9, 9), (12, 1, 3, 3), dict(padding=1, stride=2, groups=6)),
+    "dw_s2_odd_pad0": ((3, 5, 11, 9), (5, 1, 3, 3), dict(stride=2, groups=5)),
+    "dw_s2_odd_pad1": ((1, 7, 13, 15), (7, 1, 3, 3), dict(padding=1, stride=2, groups=7)),
+    "dw_s2_dilation2": ((3, 4, 12, 11), (4, 1, 3, 3), dict(padding=2, stride=2, dilation=2,
+                                                           groups=4)),
+    "dw_s2_dil3_pad1": ((1, 3, 14, 13), (3, 1, 3, 3), dict(padding=1, stride=2, dilation=3,
+                                                           groups=3)),
+    "dw_s3_5x5": ((3, 4, 17, 16), (4, 1, 5, 5), dict(padding=2, stride=3, groups=4)),
+    "dw_s21_rect": ((1, 6, 10, 9), (6, 1, 3, 2), dict(padding=(1, 0), stride=(2, 1),
+                                                      groups=6)),
+    "grouped2_s2": ((3, 6, 9, 10), (9, 2, 3, 3), dict(padding=1, stride=2, groups=3)),
+    "rgb_stem_s2": ((3, 3, 15, 14), (8, 3, 3, 3), dict(padding=1, stride=2)),
+    "rgb_stem_7x7_s2": ((1, 3, 19, 17), (5, 3, 7, 7), dict(padding=3, stride=2)),
+    "dw_1x1_s2": ((3, 4, 7, 8), (4, 1, 1, 1), dict(stride=2, groups=4)),
     "dilation2": ((2, 3, 11, 10), (4, 3, 3, 3), dict(padding=2, dilation=2)),
     "odd_rect": ((3, 5, 7, 5), (7, 5, 3, 2), dict(padding=(1, 0), stride=(2, 1))),
     "pad_exceeds_kernel": ((1, 2, 3, 4), (3, 2, 2, 2), dict(padding=3, stride=(1, 3))),
@@ -333,6 +346,8 @@ def test_lenet_training_step_runs_natively(dtype, path, strategy):
     ((2, 128, 8, 8), (128, 128, 3, 3), dict(padding=1), False),    # long dot products
     ((2, 256, 4, 4), (1024, 256, 1, 1), {}, False),                # wide 1x1
     ((2, 8, 9, 9), (16, 8, 3, 3), dict(padding=1, stride=2), False),
+    ((2, 8, 9, 9), (8, 1, 3, 3), dict(padding=1, stride=2, groups=8), True),   # depthwise
+    ((2, 3, 9, 9), (16, 3, 3, 3), dict(padding=1, stride=2), True),            # RGB stem
 ])
 def test_direct_or_gemm_choice(xs, ws, attrs, direct):
     x, w = _rand(xs), _rand(ws, seed=1)
@@ -341,9 +356,80 @@ def test_direct_or_gemm_choice(xs, ws, attrs, direct):
     assert (kernel.dg is not None) == direct
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("geom", [dict(padding=1), dict(padding=0),
+                                  dict(padding=2, dilation=2), dict(padding=1, dilation=(1, 2))])
+@pytest.mark.parametrize("item_outputs", [1, 1 << 20])
+def test_depthwise_stride2_bn_relu(dtype, batch, geom, item_outputs, path, monkeypatch):
+    """MobileNet's strided depthwise layer with its BatchNorm + ReLU epilogue, odd sizes:
+    the direct kernel over stride phases, one item per (image, channel) or per image."""
+    monkeypatch.setattr(conv_codegen, "ITEM_OUTPUTS", item_outputs)
+    c = 5
+    x, w = _rand((batch, c, 13, 11), dtype), _rand((c, 1, 3, 3), dtype, 1)
+    sc, sh = _rand(c, dtype, 2), _rand(c, dtype, 3)
+    attrs = dict(stride=2, groups=c, **geom)
+
+    def fn(x, w, sc, sh):
+        return gc.relu(C.conv2d(x, w, **attrs) * sc.reshape(-1, 1, 1) + sh.reshape(-1, 1, 1))
+    got, exe = _check(fn, x, w, sc, sh, scale=2)
+    (kernel,) = [k for k in exe.kernels.values() if isinstance(k, conv_codegen.ConvKernel)]
+    assert kernel.dg is not None and kernel.per_image == (c if item_outputs == 1 else 1)
+    ref = np.maximum(conv_oracle(x, w, **attrs) * sc.reshape(-1, 1, 1) +
+                     sh.reshape(-1, 1, 1), 0)
+    _close(got[0], ref, dtype, 2)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_threads_share_one_image(stride, monkeypatch):
+    """At batch 1 the direct forward convolution splits over blocks of channels across
+    threads (the program's split), with the result of one thread."""
+    from graphc.backends.llvm import threads
+    monkeypatch.setattr(threads, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(conv_codegen, "ITEM_OUTPUTS", 64)
+    x, w, b = _rand((1, 12, 29, 27)), _rand((12, 1, 3, 3), seed=1), _rand(12, seed=2)
+
+    def fn(x, w, b):
+        return gc.relu(C.conv2d(x, w, b, stride=stride, padding=1, groups=12))
+    before = gc.get_num_threads()
+    try:
+        gc.set_num_threads(3)
+        got, exe = _check(fn, x, w, b, scale=2)
+    finally:
+        gc.set_num_threads(before)
+    (kernel,) = [k for k in exe.kernels.values() if isinstance(k, conv_codegen.ConvKernel)]
+    assert kernel.items > 3 and kernel.advances() is not None
+    _close(got[0], np.maximum(conv_oracle(x, w, stride, 1, groups=12) +
+                              b.reshape(-1, 1, 1), 0), "float32", 2)
+
+
+def test_depthwise_epilogue_with_flat_index_runs_whole_images(path, monkeypatch):
+    """An epilogue reading the flat index (dropout's mask) keeps whole-image items, so the
+    mask matches the reference's bit for bit."""
+    monkeypatch.setattr(conv_codegen, "ITEM_OUTPUTS", 1)
+    x, w = _rand((3, 4, 11, 9)), _rand((4, 1, 3, 3), seed=1)
+
+    def fn(x, w):
+        return gc.dropout(gc.relu(C.conv2d(x, w, stride=2, padding=1, groups=4)), 0.4,
+                             training=True)
+    outs = []
+    for backend in ("llvm", "reference"):
+        gc.random.seed(7)
+        outs.append(gc.jit(fn, backend=backend)(x, w).numpy())
+    exe = gc.jit(fn, backend="llvm").compiled(x, w)
+    _assert_native(exe)
+    (kernel,) = [k for k in exe.kernels.values() if isinstance(k, conv_codegen.ConvKernel)]
+    assert kernel.dg is not None and kernel.per_image == 1
+    np.testing.assert_array_equal(outs[0] == 0, outs[1] == 0)
+    _close(outs[0], outs[1], "float32", 2)
+
+
 SPLITS = {
     "direct_bias_relu_mask": (lambda x, w, b: (lambda y: (gc.relu(y), y > 0))(
         C.conv2d(x, w, b, padding=1)), [(5, 3, 7, 6), (4, 3, 3, 3), (4,)]),
+    "depthwise_stride2_bn_relu": (lambda x, w, s, t: gc.relu(C.conv2d(
+        x, w, stride=2, padding=1, groups=6) * s.reshape(-1, 1, 1) + t.reshape(-1, 1, 1)),
+        [(5, 6, 9, 7), (6, 1, 3, 3), (6,), (6,)]),
     "direct_input_grad": (lambda g, w: C.conv2d_input_grad(g, w, (7, 6), padding=1),
                           [(5, 4, 7, 6), (4, 3, 3, 3)]),
     "max_pool_relu": (lambda x: gc.relu(gc.max_pool2d(x, 3, 2, 1)), [(5, 3, 7, 6)]),
@@ -355,10 +441,13 @@ SPLITS = {
 
 
 @pytest.mark.parametrize("case", sorted(SPLITS))
-def test_split_over_images_matches_one_call(case):
-    """The contract a threaded program relies on: the call run in chunks of images, each
-    with its pointers advanced by `advances` per image (its own scratch region), gives
-    the one-call result."""
+@pytest.mark.parametrize("item_outputs", [1, 1 << 20])
+def test_split_over_images_matches_one_call(case, item_outputs, monkeypatch):
+    """The contract a threaded program relies on: the call run in chunks of images (of
+    (image, block of groups) items for the direct forward convolution), each with its
+    pointers advanced by `advances` per item (its own scratch region; the item index as
+    the distance between the last two pointers), gives the one-call result."""
+    monkeypatch.setattr(conv_codegen, "ITEM_OUTPUTS", item_outputs)
     fn, shapes = SPLITS[case]
     args = [_rand(s, seed=i) for i, s in enumerate(shapes)]
     exe = gc.jit(fn, backend="llvm").compiled(*args)
@@ -369,13 +458,19 @@ def test_split_over_images_matches_one_call(case):
     consts = [np.ascontiguousarray(v) if isinstance(v, np.ndarray) else None
               for v in kernel.operands + kernel.sources]
     assert all(c is None for c in consts)
-    n = kernel.geo.N
+    n = kernel.items
+    assert n == kernel.geo.N * kernel.per_image
+    if case.startswith("depthwise") and item_outputs == 1:
+        assert kernel.indexed and n == 5 * 6
     outs = [[np.empty(s, d) for s, d in zip(kernel.out_shapes, kernel.out_np)]
             for _ in range(2)]
     scratch = [np.zeros(max(1, k) * n, kernel.np_dtype) for k in (kernel.cols, kernel.tmp)]
     base = [a.ctypes.data for a in ins]
-    for run, chunks in enumerate([[(0, n)], [(0, 2), (2, 1), (3, 2)]]):
-        ptrs = base + [o.ctypes.data for o in outs[run]] + [a.ctypes.data for a in scratch]
+    index = [scratch[0].ctypes.data] * 2 if kernel.indexed else []
+    split = [(0, 2), (2, 1), (3, n - 3)] if n == 5 else [(0, 7), (7, 1), (8, n - 8)]
+    for run, chunks in enumerate([[(0, n)], split]):
+        ptrs = base + [o.ctypes.data for o in outs[run]] + \
+            [a.ctypes.data for a in scratch] + index
         for start, count in chunks:
             kernel.fn(*[p + start * a for p, a in zip(ptrs, adv)], count)
     for one, split in zip(*outs):
@@ -427,6 +522,7 @@ def test_unsupported_midway_leaves_a_valid_module(monkeypatch):
     def give_up(*args):
         raise conv_codegen.Unsupported("for the test")
     monkeypatch.setattr(conv_codegen, "_direct", give_up)
+    monkeypatch.setattr(conv_codegen, "DIRECT_STRIDED_MAX_CIN", 0)   # stride 2: BLAS
     x, w, b = _rand((2, 3, 8, 8)), _rand((4, 3, 3, 3), seed=1), _rand(4, seed=2)
 
     def fn(x, w, b):   # the second conv reuses the first's epilogue and intrinsics

@@ -7,13 +7,19 @@ in cache and the epilogue (bias, activation, a gradient mask, an SGD update: the
 scalar expressions, rendered by `codegen._Emitter`) runs on each image as it is produced,
 never as a separate pass over the output:
 
-- Direct kernel (stride-1 ``conv2d`` and ``conv2d_input_grad`` with short dot products,
-  see `DIRECT_MAX_K`): the image is copied zero-padded to (C, Hp, Wp) and outputs are
-  computed on the (Ho, Wp) grid of that buffer, where the taps of 16 neighbouring grid
-  points are 16 neighbouring inputs: one unmasked vector load per tap, FMAs into vector
-  accumulators for up to 16 output channels (`_direct`). The input gradient is the same
-  kernel on g with the flipped, transposed weight. ``conv2d_weight_grad`` of such layers
-  accumulates output-channel x tap register blocks over the grid (`_direct_weight_grad`).
+- Direct kernel (``conv2d`` and ``conv2d_input_grad`` with short dot products, see
+  `DIRECT_MAX_K`; stride 1, or a forward convolution with few input channels per group,
+  see `DIRECT_STRIDED_MAX_CIN`: depthwise layers, RGB stems): the image is copied
+  zero-padded to (C, Hp, Wp), for stride s split into s0*s1 phase planes (a stride-s
+  correlation is a stride-1 one over them), and outputs are computed on the (Ho, Wq) grid
+  of a plane, where the taps of 16 neighbouring grid points are 16 neighbouring inputs:
+  one unmasked vector load per tap, FMAs into vector accumulators for up to 16 output
+  channels (`_direct`). The forward convolution runs per item, an (image, block of
+  groups) pair (`ITEM_OUTPUTS`), so threads share the channels of one image and a
+  depthwise channel's input and result stay in cache. The input gradient is the same
+  kernel on g with the flipped, transposed weight. ``conv2d_weight_grad`` of stride-1
+  layers accumulates output-channel x tap register blocks over the grid
+  (`_direct_weight_grad`).
 - Otherwise im2col + BLAS: im2col of a block of images (padding, stride, dilation as index
   ranges per kernel tap, so inner loops are plain strided copies), one gemm per group,
   W_g @ cols_g, already NCHW for one image a gemm (small images are blocked, see
@@ -74,6 +80,15 @@ DIRECT_MAX_POINTWISE = 8192
 #: accumulators in all (the rest are neighbouring grid vectors, which share each weight
 #: broadcast and keep the FMA pipes busy when there are few channels).
 DIRECT_CHANNELS = 16
+#: Strided forward convolutions run as the direct kernel (over the input split by stride
+#: phase) when they have at most this many input channels per group: depthwise layers
+#: (MobileNet's stride-2 3x3: 2-3 GFLOP/s as im2col + one tiny gemm per group) and RGB
+#: stems; with more channels per group im2col + BLAS wins.
+DIRECT_STRIDED_MAX_CIN = 3
+#: A direct forward convolution is split into items of (image, block of groups), each
+#: block the fewest groups with at least this many outputs: the threads share out the
+#: channels of a single image, and a small block's input and result stay in L1/L2.
+ITEM_OUTPUTS = 4096
 DIRECT_ACCUMULATORS = 24
 _ROW, _NO_T, _T = 101, 111, 112
 _OPS = ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "avg_pool2d",
@@ -410,27 +425,44 @@ def _col2im(f: _Fn, geo: _Geo, cols, x) -> None:
 # -- direct convolution -------------------------------------------------------------------
 
 class _Direct:
-    """A stride-1 correlation as the direct kernel sees it: ``cin`` input channels of
-    (H, W), ``cout`` outputs of (Ho, Wo), groups, padding, dilation. The input of an image
-    is copied into a zero-padded (cin, Hp, Wp) buffer; outputs are computed on the
-    (Ho, Wp) grid of that buffer's row pitch, so that the taps of VL consecutive grid
-    points are VL consecutive inputs (one vector load, no masks): the Wp - Wo columns
-    past each row are computed and dropped, and the result rows (pitch ``R``) are read
-    back through the epilogue's strides."""
+    """A correlation as the direct kernel sees it: ``cin`` input channels of (H, W),
+    ``cout`` outputs of (Ho, Wo), groups, padding, dilation, stride. The input of an image
+    (or of a block of groups) is copied zero-padded and split by stride phase: padded
+    element (r, c) goes to phase plane (r % s0, c % s1) of (Hq, Wq) = (ceil(Hp / s0),
+    ceil(Wp / s1)) at (r // s0, c // s1), so that each kernel tap reads, for every output,
+    one phase plane at a fixed offset (a stride-s correlation is a stride-1 one over the
+    phase planes; stride 1: one plane, the padded image). Outputs are computed on the
+    (Ho, Wq) grid of that plane's row pitch, so that the taps of VL consecutive grid points
+    are VL consecutive inputs (one vector load, no masks): the Wq - Wo columns past each
+    row are computed and dropped, and the result rows (pitch ``R``) are read back through
+    the epilogue's strides."""
 
-    def __init__(self, cin, h, w, cout, kh, kw, pad, dil, groups, out, dtype):
+    def __init__(self, cin, h, w, cout, kh, kw, pad, dil, groups, out, dtype,
+                 stride=(1, 1)):
         self.cin, self.H, self.W, self.cout, self.kh, self.kw = cin, h, w, cout, kh, kw
-        self.pad, self.dil, self.groups = pad, dil, groups
+        self.pad, self.dil, self.groups, self.stride = pad, dil, groups, stride
         self.Ho, self.Wo = out
         self.cin_g, self.cout_g = cin // groups, cout // groups
         self.Hp, self.Wp = h + 2 * pad[0], w + 2 * pad[1]
+        self.Hq, self.Wq = -(-self.Hp // stride[0]), -(-self.Wp // stride[1])
+        self.phases = stride[0] * stride[1]
+        self.plane = self.Hq * self.Wq
         self.VL = 16 if dtype == "float32" else 8
-        grid = self.Ho * self.Wp
+        grid = self.Ho * self.Wq
         self.nq = -(-grid // self.VL)
         self.R = self.nq * self.VL
-        # the last vector reads past the last plane by up to VL - 1 + dil*(kw-1) elements
-        self.padded = cin * self.Hp * self.Wp + self.VL + dil[1] * (kw - 1)
+        # the last vector of the last channel reads up to here (the slack past the planes
+        # stays zero)
+        last = max(self.tap(cin - 1 - (cin - 1) % self.cin_g + c, i, j)
+                   for c in range(self.cin_g) for i in range(kh) for j in range(kw))
+        self.padded = max(cin * self.phases * self.plane, last + self.R)
         self.ob = min(self.cout_g, DIRECT_CHANNELS)
+
+    def tap(self, c, i, j) -> int:
+        """The offset of input channel c's tap (i, j) for grid point 0."""
+        (s0, s1), (d0, d1) = self.stride, self.dil
+        ph = (c * s0 + i * d0 % s0) * s1 + j * d1 % s1
+        return ph * self.plane + i * d0 // s0 * self.Wq + j * d1 // s1
 
 
 def _intrinsic(f: _Fn, name: str, ret, args: list):
@@ -441,22 +473,63 @@ def _intrinsic(f: _Fn, name: str, ret, args: list):
     return fn
 
 
-def _pad_image(f: _Fn, d: _Direct, x, xp) -> None:
-    """xp = x zero-padded to (cin, Hp, Wp) (the slack after it stays zero)."""
-    p0, p1 = d.pad
+def _pad_image(f: _Fn, d: _Direct, x, xp, zero_pad: bool = True) -> None:
+    """xp = x zero-padded and split into (cin, s0, s1, Hq, Wq) phase planes (see `_Direct`;
+    stride 1: (cin, Hp, Wp)); ``zero_pad=False``: the caller zeroed xp. The slack after
+    the planes stays as it is."""
+    (p0, p1), (s0, s1) = d.pad, d.stride
     zero = f.f(0.0)
-    if p0 or p1:
-        f.fill(xp, 0, d.cin * d.Hp * d.Wp, zero)
+    if (p0 or p1) and zero_pad:
+        f.fill(xp, 0, d.cin * d.phases * d.plane, zero)
+    cols = [(max(0, -(-(p1 - pc) // s1)), -(-(d.W + p1 - pc) // s1)) for pc in range(s1)]
+    cols = [(lo, max(lo, hi)) for lo, hi in cols]   # phase pc: image column c'*s1 + pc - p1
+    VL = d.VL
+    lo_all, hi_all = max(lo for lo, _ in cols), min(hi for _, hi in cols)
+    nv = (hi_all - lo_all) // VL if s1 > 1 else 0   # whole vectors of every phase at once
+    wide = ir.VectorType(f.real, VL * s1)
+    item = 4 if f.dtype == "float32" else 8
 
-    def row(c, ih):
-        dst = f.add(f.mul(f.add(f.mul(c, d.Hp), ih, p0), d.Wp), p1)
-        src = f.mul(f.add(f.mul(c, d.H), ih), d.W)
-        f.loop(d.W, lambda k: f.store(f.load(x, f.add(src, k)), xp, f.add(dst, k)))
-    f.loop(d.cin, lambda c: f.loop(d.H, lambda ih: row(c, ih)))
+    def row(c, rq, pr):
+        src = f.mul(f.add(f.mul(c, d.H), f.mul(rq, s0), pr - p0), d.W)
+        dst = [f.add(f.mul(f.add(f.mul(c, d.phases), pr * s1 + pc), d.plane),
+                     f.mul(rq, d.Wq)) for pc in range(s1)]
+
+        def vector(k):   # s1*VL neighbouring inputs -> VL of each phase
+            c0 = f.add(f.mul(k, VL), lo_all)
+            v = f.b.load(f.at(x, f.add(src, f.mul(c0, s1), -p1)), typ=wide, align=item)
+            for pc in range(s1):
+                part = f.b.shuffle_vector(v, ir.Constant(wide, ir.Undefined), ir.Constant(
+                    ir.VectorType(I32, VL), [pc + s1 * u for u in range(VL)]))
+                f.b.store(part, f.at(xp, f.add(dst[pc], c0)), align=item)
+        f.loop(nv, vector)
+        for pc, (lo, hi) in enumerate(cols):
+            def copy(k, pc=pc):
+                f.store(f.load(x, f.add(src, f.mul(k, s1), pc - p1)), xp, f.add(dst[pc], k))
+            if nv:
+                f.range(lo, lo_all, copy)
+                f.range(lo_all + nv * VL, hi, copy)
+            else:
+                f.range(lo, hi, copy)
+    for pr in range(s0):   # padded rows r = r'*s0 + pr, image row r - p0
+        rlo = max(0, -(-(p0 - pr) // s0))
+        rhi = max(rlo, -(-(d.H + p0 - pr) // s0))
+        if rhi > rlo:
+            f.loop(d.cin, lambda c, rlo=rlo, rhi=rhi, pr=pr: f.range(
+                rlo, rhi, lambda rq: row(c, rq, pr)))
+
+
+def _tap_offset(f: _Fn, d: _Direct, c, i, j) -> ir.Value:
+    """`_Direct.tap` of IR values (loop indices)."""
+    (s0, s1), (d0, d1), b = d.stride, d.dil, f.b
+    if (s0, s1) == (1, 1):
+        return f.add(f.mul(c, d.plane), f.mul(i, d0 * d.Wq), f.mul(j, d1))
+    ri, rj = f.mul(i, d0), f.mul(j, d1)
+    ph = f.add(f.mul(f.add(f.mul(c, s0), b.urem(ri, f.i(s0))), s1), b.urem(rj, f.i(s1)))
+    return f.add(f.mul(ph, d.plane), f.mul(b.udiv(ri, f.i(s0)), d.Wq), b.udiv(rj, f.i(s1)))
 
 
 def _direct(f: _Fn, d: _Direct, xp, w, res) -> None:
-    """res[o, q] = sum over (c, i, j) of w[o, c, i, j] * xp[c, q + i*d0*Wp + j*d1] for
+    """res[o, q] = sum over (c, i, j) of w[o, c, i, j] * xp[q + `_Direct.tap` (c, i, j)] for
     every grid point q < R, with up to `DIRECT_ACCUMULATORS` vector accumulators (outputs
     x grid vectors) in registers."""
     b, VL = f.b, d.VL
@@ -464,7 +537,7 @@ def _direct(f: _Fn, d: _Direct, xp, w, res) -> None:
     item = 4 if f.dtype == "float32" else 8
     fma = _intrinsic(f, f"llvm.fmuladd.v{VL}{'f32' if f.dtype == 'float32' else 'f64'}",
                      vt, [vt] * 3)
-    plane, taps = d.Hp * d.Wp, d.kh * d.kw
+    taps = d.kh * d.kw
     splat_mask = ir.Constant(ir.VectorType(I32, VL), [0] * VL)
     undef = ir.Constant(vt, ir.Undefined)
 
@@ -478,8 +551,8 @@ def _direct(f: _Fn, d: _Direct, xp, w, res) -> None:
                     for _ in range(size)]
 
             def tap(c, i, j):
-                off = f.add(f.mul(f.add(f.mul(g, d.cin_g), c), plane),
-                            f.mul(i, d.dil[0] * d.Wp), f.mul(j, d.dil[1]), f.mul(q0, VL))
+                off = f.add(_tap_offset(f, d, f.add(f.mul(g, d.cin_g), c), i, j),
+                            f.mul(q0, VL))
                 xs = [b.load(f.at(xp, f.add(off, u * VL)), typ=vt, align=item)
                       for u in range(qs)]
                 wk = f.add(f.mul(f.add(f.mul(o0, d.cin_g), c), taps), f.mul(i, d.kw), j)
@@ -805,7 +878,12 @@ class ConvKernel:
             self.operands = epi.operands
         self.attrs = lib.attrs
         self.np_dtype = dt.to_numpy(self.dtype)
-        self.dg = self._direct_plan()
+        self.dg = self._direct_plan(epi)
+        #: items per image (direct forward convolution: blocks of groups), whose index a
+        #: call finds as the distance between two extra pointer arguments (`calls`)
+        self.per_image = geo.groups // self.dg.groups if self.op == "conv2d" and \
+            self.dg is not None else 1
+        self.indexed = self.op == "conv2d" and self.dg is not None
         self.block = 1 if self.dg else self._block()
         straight = epi is None and (self.op == _GEMM[2] or self.dg is None and (
             self.op != "conv2d" or self.block == 1))
@@ -819,22 +897,29 @@ class ConvKernel:
         self.cols, self.tmp = self._scratch_sizes(straight)
         key = ("conv", self.op, self.dtype, geo.key(), tuple(sorted(
             (k, v) for k, v in lib.attrs.items())), self.block, straight, self.dg is None,
+            self.per_image,
             None if epi is None else (kernel_specs.code_key(epi.spec(name)),
                                       tuple(t.shape for t in epi.in_types)))
         self.name = builder.functions.get(key)
         if self.name is None:
             self.name = builder.functions[key] = self._emit_or_undo(builder, name, out.shape)
-        self.n_ptrs = len(self.operands) + len(self.sources) + len(node.outputs) + 2
+        self.n_ptrs = len(self.operands) + len(self.sources) + len(node.outputs) + 2 + \
+            2 * self.indexed
         self._local = threading.local()
         self.fn = None
 
-    def _direct_plan(self) -> _Direct | None:
+    def _direct_plan(self, epi) -> _Direct | None:
         """The direct kernel's view of a stride-1 convolution or input gradient (a
         correlation of g with the flipped, transposed weight) with short dot products."""
         geo = self.geo
-        if self.op not in _GEMM or geo.stride != (1, 1):
+        if self.op not in _GEMM or geo.stride != (1, 1) and (
+                self.op != "conv2d" or geo.Cg > DIRECT_STRIDED_MAX_CIN):
             return None
-        if self.op != _GEMM[1]:   # the forward's geometry (the weight grad's too)
+        if self.op == "conv2d":   # a block of groups per item (see `_items`)
+            gb = self._group_block(epi)
+            d = _Direct(geo.Cg * gb, geo.H, geo.W, geo.Og * gb, geo.kh, geo.kw, geo.pad,
+                        geo.dil, gb, (geo.Ho, geo.Wo), self.dtype, geo.stride)
+        elif self.op != _GEMM[1]:   # the forward's geometry
             d = _Direct(geo.C, geo.H, geo.W, geo.O, geo.kh, geo.kw, geo.pad, geo.dil,
                         geo.groups, (geo.Ho, geo.Wo), self.dtype)
         else:
@@ -848,6 +933,23 @@ class ConvKernel:
         if k > DIRECT_MAX_K or d.kh * d.kw == 1 and k * d.cout_g > DIRECT_MAX_POINTWISE:
             return None
         return d
+
+    def _group_block(self, epi) -> int:
+        """Groups per item of a direct forward convolution: the fewest (a divisor of the
+        groups) with at least `ITEM_OUTPUTS` outputs."""
+        geo = self.geo
+        per = geo.Og * geo.L
+        if epi is not None and any(_uses_index(e, set()) for e in epi.exprs):
+            return geo.groups   # whole images: the epilogue reads the flat index
+        return next(gb for gb in range(1, geo.groups + 1)
+                    if geo.groups % gb == 0 and (gb * per >= ITEM_OUTPUTS or
+                                                 gb == geo.groups))
+
+    @property
+    def items(self) -> int:
+        """The counted items of a call: (image, block of groups) pairs for the direct
+        forward convolution, images otherwise."""
+        return self.geo.N * self.per_image
 
     def _block(self) -> int:
         """Images per gemm of a forward convolution (the weight gradient's per-image
@@ -897,12 +999,20 @@ class ConvKernel:
         epi_name = None
         if self.epi is not None:
             epi_name, ints = self._emit_epilogue(mb, name + "_epilogue", domain)
-        f = _Fn(mb.module, name + "_" + self.op, n_ops + n_src + n_out + 2, self.dtype,
-                n_ints=1)
+        f = _Fn(mb.module, name + "_" + self.op, n_ops + n_src + n_out + 2 +
+                2 * self.indexed, self.dtype, n_ints=1)
         a = f.args
-        ops, srcs, outs = a[:n_ops], a[n_ops:n_ops + n_src], a[n_ops + n_src:-3]
-        cols, tmp, self.count = a[-3], a[-2], a[-1]   # count: the images of this call
+        ops, srcs = a[:n_ops], a[n_ops:n_ops + n_src]
+        outs = a[n_ops + n_src:n_ops + n_src + n_out]
+        cols, tmp, self.count = a[n_ops + n_src + n_out], a[n_ops + n_src + n_out + 1], \
+            a[-1]   # count: the images (items) of this call
         epi_fn = mb.module.globals[epi_name] if epi_name else None
+        if self.indexed:   # start = the distance between the two index pointers
+            for arg in a[-3:-1]:   # compared as addresses, never read
+                arg.attributes.discard("noalias")
+                arg.attributes.discard("captures(none)")
+            self.start = f.b.sub(f.b.ptrtoint(a[-2], I64), f.b.ptrtoint(a[-3], I64))
+            return self._emit_direct_items(f, ops, srcs, outs, cols, tmp, epi_fn, ints)
 
         def epilogue(n0, count, res):
             f.b.call(epi_fn, list(srcs) + [res] + list(outs) + [f.i(v) for v in
@@ -923,6 +1033,51 @@ class ConvKernel:
             _direct(f, dg, cols, w, tmp)
             epilogue(n, 1, tmp)
         f.loop(self.count, one)
+
+    def _emit_direct_items(self, f, ops, srcs, outs, cols, tmp, epi_fn, ints) -> str:
+        """The direct forward convolution over items [start, start + count) (the call's
+        scratch reused item after item): per item (image n, block of groups) the block's
+        input channels padded (split by stride phase), the direct kernel into ``tmp``, the
+        epilogue over the block's output channels (the sources and outputs offset to
+        them; whole images when the epilogue reads the flat index)."""
+        dg, geo, b = self.dg, self.geo, f.b
+        x, w = ops
+        cb, planes = dg.cout, dg.cin * dg.phases * dg.plane
+        whole = dg.pad != (0, 0) or dg.Hp % dg.stride[0] or dg.Wp % dg.stride[1]
+        epi = self.epi
+        src_strides = [_broadcast_strides(t.shape, self.out_shapes[0])
+                       for t in epi.in_types[:-1]]
+        images = self.per_image == 1   # n0 = n over whole images (as a flat index needs)
+        ints = ints if images else [cb] + list(ints[1:])
+
+        def item(k):
+            idx = f.add(self.start, k)
+            n, blk = b.udiv(idx, f.i(self.per_image)), b.urem(idx, f.i(self.per_image))
+            xp, res = cols, tmp   # this call's scratch, reused item after item
+            c0 = f.mul(blk, cb)
+            # zeros where no input lands (padding, phase rows and columns past the padded
+            # image, the slack the last vector reads): even dropped grid points must not
+            # read garbage (denormals are slow)
+            f.fill(xp, 0 if whole else planes, dg.padded - (0 if whole else planes),
+                   f.f(0.0))
+            _pad_image(f, dg, f.at(x, f.mul(f.add(f.mul(n, self.per_image), blk),
+                                            dg.cin * dg.H * dg.W)), xp, zero_pad=False)
+            _direct(f, dg, xp, f.at(w, f.mul(c0, geo.Cg * geo.kh * geo.kw)), res)
+            if images:
+                b.call(epi_fn, list(srcs) + [res] + list(outs) + [n] +
+                       [f.i(v) for v in (1, *ints)])
+                return
+            args = [b.gep(p, [f.add(f.mul(n, st[0]), f.mul(c0, st[1]))], inbounds=True,
+                          source_etype=_MEM[t.dtype])
+                    for p, st, t in zip(srcs, src_strides, epi.in_types)]
+            args.append(res)
+            args += [b.gep(p, [f.mul(f.add(f.mul(n, geo.O), c0), geo.L)], inbounds=True,
+                           source_etype=_MEM[t.dtype])
+                     for p, t in zip(outs, epi.out_types)]
+            b.call(epi_fn, args + [f.i(v) for v in (0, 1, *ints)])
+        f.loop(self.count, item)
+        f.b.ret_void()
+        return f.fn.name
 
     def _emit_conv(self, f, mb, ops, out, cols, tmp, epilogue):
         if self.dg is not None:
@@ -1053,7 +1208,7 @@ class ConvKernel:
         """Element strides of the library result in the scratch ``tmp``, per domain axis
         (axis 0 counted from the block's first image)."""
         if self.dg is not None and self.op != _GEMM[2]:
-            return (0, self.dg.R, self.dg.Wp, 1)
+            return (0, self.dg.R, self.dg.Wq, 1)
         if self.op == "conv2d" and self.block > 1:
             L = self.geo.L
             return (L, self.block * L, self.geo.Wo, 1)
@@ -1129,9 +1284,12 @@ class ConvKernel:
         if self.op == _GEMM[2] or (self.op in _GEMM and self.dg is None) or \
                 self.epi is not None and any(_uses_index(e, set()) for e in self.epi.exprs):
             return None
+        item = np.dtype(self.np_dtype).itemsize
+        if self.indexed:   # items find their data from their index: only scratch moves
+            return [0] * (len(self.operands) + len(self.sources) + len(self.node.outputs)) \
+                + [self.cols * item, self.tmp * item, 0, 1]
         batch = {"conv2d": (True, False), "conv2d_input_grad": (True, False),
                  "max_pool2d_grad": (True, True)}.get(self.op, (True,))
-        item = np.dtype(self.np_dtype).itemsize
         out: list[int] = []
         for v, b in zip(self.operands, batch):
             out.append(math.prod(v.shape[1:]) * item if b else 0)
@@ -1164,13 +1322,17 @@ class ConvKernel:
                 return None
             args.append(loc.at(0))
         advances = self.advances()
-        images = max(1, self.geo.N) if advances is not None else 1
+        items = max(1, self.items) if advances is not None else 1
         for n in (self.cols, self.tmp):
-            args.append(Ptr(at.new_slot(np.empty(max(1, n * images), self.np_dtype)), 0))
+            args.append(Ptr(at.new_slot(np.zeros(max(1, n * items), self.np_dtype)), 0))
+        if self.indexed:   # the same address twice: the split moves the second one
+            index = at.new_slot(np.zeros(1, np.int8))
+            args += [Ptr(index, 0), Ptr(index, 0)]
         split = None if advances is None else (len(args), tuple(advances) + (0,))
-        g = self.geo   # multiply-adds (or window reads) per image: the split threshold
-        work = g.O * g.L * g.kh * g.kw * (g.Cg if self.op in _GEMM else 1)
-        return [Call(self.name, tuple(args) + (("i64", g.N),), split, grain=1, work=work)]
+        g = self.geo   # multiply-adds (or window reads) per item: the split threshold
+        work = g.O * g.L * g.kh * g.kw * (g.Cg if self.op in _GEMM else 1) // self.per_image
+        return [Call(self.name, tuple(args) + (("i64", self.items),), split, grain=1,
+                     work=work)]
 
     def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
         s = getattr(self._local, "buffers", None)
@@ -1186,7 +1348,8 @@ class ConvKernel:
                list(zip(self.sources, self.src_dtypes))]
         outs = [np.empty(s, d) for s, d in zip(self.out_shapes, self.out_np)]
         cols, tmp = self._scratch()
+        index = [cols.ctypes.data] * 2 if self.indexed else []
         self.fn(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs],
-                cols.ctypes.data, tmp.ctypes.data, self.geo.N)
+                cols.ctypes.data, tmp.ctypes.data, *index, self.items)
         for v, o in zip(self.node.outputs, outs):
             env[id(v)] = o
