@@ -110,9 +110,11 @@ def _runs(node: Node) -> list[list[tuple[int, int, int, int]]] | None:
     for v, out, moved in zip(node.outputs, outs, shifted):
         out = np.asarray(out, np.float64).reshape(-1)
         moved = np.asarray(moved, np.float64).reshape(-1)
-        if out.size != v.type.size or moved.shape != out.shape or \
-                not (moved - out == 0.5).all() or not (out >= 1).all():
-            return None   # an element not copied from an input (padding), or a mismatch
+        if out.size != v.type.size or moved.shape != out.shape:
+            return None
+        with np.errstate(invalid="ignore"):   # a fill of -inf: inf - inf
+            if not ((moved - out == 0.5) & (out >= 1)).all():
+                return None   # an element not copied from an input (padding)
         if out.size == 0:
             runs.append([])
             continue
