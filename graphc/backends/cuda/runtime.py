@@ -40,6 +40,7 @@ from ...ops.registry import Kind
 from ...types import TensorType
 from .. import kernel_specs as ks
 from ..base import Executable
+from ..block_copies import copy_spec, is_block_copy, runs
 from ..locations import Loc, Locations, overlap, strides_table
 from ..reference import Interpreter, _poison, dead_buffers
 from . import codegen
@@ -167,6 +168,8 @@ class CudaExecutable(Executable):
                 return _Rows.plan(self, node, name, source) or _Python(self, node)
             if _is_gemm(node):
                 return _Gemm.plan(self, node, name, source) or _Python(self, node)
+            if is_block_copy(node):
+                return _blocks(self, node, name, source) or _Python(self, node)
         except ks.Unsupported:
             pass
         return _Python(self, node)
@@ -497,6 +500,30 @@ def _strided(ex: CudaExecutable, spec: ks.KernelSpec, fn_name: str, ins: list,
     return _Pending(lambda module: _Launch(
         ex, module.get_function(fn_name), _grid(spec.size, BLOCK, ex.driver.sm_count),
         BLOCK, [*ins, *outs, tloc]))
+
+
+def _blocks(ex: CudaExecutable, node: Node, name: str, source) -> _Sequence | None:
+    """A block-copy node (concat, stack, slice, split: `block_copies`) as one flat copy
+    kernel launch per run, from contiguous inputs into contiguous outputs."""
+    node_runs = runs(node)
+    ins = [ex.at.loc[v.name] for v in node.inputs]
+    outs = [ex.at.loc[v.name] for v in node.outputs]
+    if node_runs is None or not all(a.contiguous for a in ins + outs):
+        return None
+    dtype = node.outputs[0].dtype
+    steps: list = []
+    for out, out_runs in zip(outs, node_runs):
+        flat_out = out.array.reshape(-1)
+        item = flat_out.itemsize
+        for j, k, p, n in out_runs:
+            src = Loc(ins[j].slot, ins[j].offset + k * item, ins[j].array.reshape(-1)[k:k + n])
+            dst = Loc(out.slot, out.offset + p * item, flat_out[p:p + n])
+            spec = copy_spec(name, n, dtype)
+            names = source.add_elementwise(spec, strided=False)
+            steps.append(_Pending(lambda module, names=names, spec=spec, src=src, dst=dst:
+                                  _Elementwise(ex, module, names, spec, [src], [dst],
+                                               [spec.size != 1])))
+    return _Sequence(steps)
 
 
 class _Sequence:

@@ -37,6 +37,7 @@ from ...graph import Graph, Node
 from ...ops.registry import Kind
 from .. import kernel_specs
 from ..base import Executable
+from ..block_copies import is_block_copy
 from ..reference import Interpreter
 from . import codegen, conv_codegen, injective, library_codegen, reduce_codegen, threads
 from .native_module import NativeModule
@@ -336,7 +337,7 @@ class LLVMExecutable(Executable):
                                                                     _Kernel)
                 elif conv_codegen.handles(node):
                     self.kernels[i] = conv_codegen.ConvKernel(node, f"k{i}", builder, _Kernel)
-                elif injective.handles(node):
+                elif is_block_copy(node):
                     self.kernels[i] = injective.InjectiveKernel(node, f"k{i}")
             except kernel_specs.Unsupported:
                 continue
