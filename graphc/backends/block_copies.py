@@ -46,9 +46,10 @@ def results(node: Node, arrays: list) -> list[np.ndarray]:
     return [np.asarray(o) for o in (out if isinstance(out, tuple | list) else (out,))]
 
 
-def runs(node: Node) -> list[list[tuple[int, int, int, int]]] | None:
-    """Per output, (input, its first flat position, output flat position, length) per run;
-    None unless every output is made of input elements in at most `MAX_RUNS` runs in all."""
+def sources(node: Node) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per output, shaped like it: which input (j) and which flat position of that input
+    (k) each element is copied from; None when some element is not a copy of an input
+    element (a pad's fill value) or the op cannot be probed."""
     if any(v.type.size >= 2 ** 32 for v in node.inputs) or len(node.inputs) >= 2 ** 20:
         return None
     probes = [(np.arange(v.type.size, dtype=np.float64) + (j * _STRIDE + 1)).reshape(v.shape)
@@ -62,28 +63,54 @@ def runs(node: Node) -> list[list[tuple[int, int, int, int]]] | None:
         return None
     if len(outs) != len(node.outputs) or len(shifted) != len(outs):
         return None
-    runs, total = [], 0
+    found = []
     for v, out, moved in zip(node.outputs, outs, shifted):
-        out = np.asarray(out, np.float64).reshape(-1)
-        moved = np.asarray(moved, np.float64).reshape(-1)
-        if out.size != v.type.size or moved.shape != out.shape:
+        out = np.asarray(out, np.float64)
+        moved = np.asarray(moved, np.float64)
+        if out.shape != v.shape or moved.shape != out.shape:
             return None
         with np.errstate(invalid="ignore"):   # a fill of -inf: inf - inf
             if not ((moved - out == 0.5) & (out >= 1)).all():
-                return None   # an element not copied from an input (padding)
-        if out.size == 0:
-            runs.append([])
-            continue
+                return None
         code = out - 1
         j = np.floor(code / _STRIDE).astype(np.int64)
         k = (code - j * _STRIDE).astype(np.int64)
         if (j >= len(node.inputs)).any():
             return None
-        breaks = np.flatnonzero((np.diff(j) != 0) | (np.diff(k) != 1)) + 1
-        total += len(breaks) + 1
-        if total > MAX_RUNS:
-            return None
-        starts = np.concatenate(([0], breaks))
-        ends = np.concatenate((breaks, [out.size]))
-        runs.append([(int(j[s]), int(k[s]), int(s), int(e - s)) for s, e in zip(starts, ends)])
-    return runs
+        found.append((j, k))
+    return found
+
+
+def runs(node: Node) -> list[list[tuple[int, int, int, int]]] | None:
+    """Per output, (input, its first flat position, output flat position, length) per run;
+    None unless every output is made of input elements in at most `MAX_RUNS` runs in all."""
+    found = sources(node)
+    if found is None:
+        return None
+    out_runs = [runs_of(j.reshape(-1), k.reshape(-1)) for j, k in found]
+    return out_runs if sum(map(len, out_runs)) <= MAX_RUNS else None
+
+
+def runs_of(j: np.ndarray, k: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The runs of flat source arrays ``j``, ``k`` (see `runs`)."""
+    if j.size == 0:
+        return []
+    breaks = np.flatnonzero((np.diff(j) != 0) | (np.diff(k) != 1)) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [j.size]))
+    return [(int(j[s]), int(k[s]), int(s), int(e - s)) for s, e in zip(starts, ends)]
+
+
+def strided_source(j: np.ndarray, k: np.ndarray) -> tuple[int, int, tuple] | None:
+    """(input, first flat position, element strides) when an output is a strided view of
+    one input (a slice, a split piece: one strided copy), else None."""
+    if j.size == 0 or (j != j.flat[0]).any():
+        return None
+    base = int(k.flat[0])
+    strides = tuple(int(np.take(k, 1, axis=d).flat[0]) - base if n > 1 else 0
+                    for d, n in enumerate(k.shape))
+    grid = base + sum(np.arange(n).reshape([-1 if e == d else 1 for e in range(k.ndim)]) * s
+                      for d, (n, s) in enumerate(zip(k.shape, strides)))
+    if not np.array_equal(np.broadcast_to(grid, k.shape), k):
+        return None
+    return int(j.flat[0]), base, strides

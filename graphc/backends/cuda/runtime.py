@@ -40,7 +40,7 @@ from ...ops.registry import Kind
 from ...types import TensorType
 from .. import kernel_specs as ks
 from ..base import Executable
-from ..block_copies import copy_spec, is_block_copy, runs
+from ..block_copies import copy_spec, is_block_copy, runs_of, sources, strided_source
 from ..locations import Loc, Locations, overlap, strides_table
 from ..reference import Interpreter, _poison, dead_buffers
 from . import codegen
@@ -503,18 +503,33 @@ def _strided(ex: CudaExecutable, spec: ks.KernelSpec, fn_name: str, ins: list,
 
 
 def _blocks(ex: CudaExecutable, node: Node, name: str, source) -> _Sequence | None:
-    """A block-copy node (concat, stack, slice, split: `block_copies`) as one flat copy
-    kernel launch per run, from contiguous inputs into contiguous outputs."""
-    node_runs = runs(node)
+    """A block-copy node (concat, stack, slice, split: `block_copies`) as a few launches:
+    an output that is a strided view of one input (a split piece, a slice) is one strided
+    copy; any other output, at most `BLOCK_RUNS` flat copies of its runs."""
+    found = sources(node)
     ins = [ex.at.loc[v.name] for v in node.inputs]
     outs = [ex.at.loc[v.name] for v in node.outputs]
-    if node_runs is None or not all(a.contiguous for a in ins + outs):
+    if found is None or not all(a.contiguous for a in ins + outs):
         return None
     dtype = node.outputs[0].dtype
     steps: list = []
-    for out, out_runs in zip(outs, node_runs):
+    for i, (out, (src_j, src_k)) in enumerate(zip(outs, found)):
+        if out.array.size == 0:
+            continue
+        item = out.array.itemsize
+        view = strided_source(src_j, src_k)
+        if view is not None and view[2] != _c_strides(out.array.shape):
+            j, base, strides = view
+            host = np.lib.stride_tricks.as_strided(
+                ins[j].array.reshape(-1)[base:], out.array.shape,
+                tuple(st * item for st in strides))
+            steps.append(_copy(ex, source, Loc(ins[j].slot, ins[j].offset + base * item,
+                                               host), out, f"{name}_o{i}"))
+            continue
         flat_out = out.array.reshape(-1)
-        item = flat_out.itemsize
+        out_runs = runs_of(src_j.reshape(-1), src_k.reshape(-1))
+        if len(out_runs) > BLOCK_RUNS:
+            return None
         for j, k, p, n in out_runs:
             src = Loc(ins[j].slot, ins[j].offset + k * item, ins[j].array.reshape(-1)[k:k + n])
             dst = Loc(out.slot, out.offset + p * item, flat_out[p:p + n])
@@ -524,6 +539,19 @@ def _blocks(ex: CudaExecutable, node: Node, name: str, source) -> _Sequence | No
                                   _Elementwise(ex, module, names, spec, [src], [dst],
                                                [spec.size != 1])))
     return _Sequence(steps)
+
+
+#: Flat copies per output at most (each is a launch; a Python step is a few cupy calls).
+BLOCK_RUNS = 4
+
+
+def _c_strides(shape: tuple) -> tuple:
+    """C-order element strides (0 on axes of one element, as `strided_source` gives)."""
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step if n > 1 else 0)
+        step *= n
+    return tuple(reversed(out))
 
 
 class _Sequence:
