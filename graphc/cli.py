@@ -253,8 +253,9 @@ def cmd_doctor(args) -> int:
     except Exception as e:  # noqa: BLE001
         print(f"cuda: unavailable ({e})")
     from .backends.cuda import compiler
-    print(f"  nvcc: {compiler.nvcc_path() or 'not found'} (kernels can be checked with "
-          "nvcc --ptx without a GPU)" if compiler.nvcc_available() else "  nvcc: not found")
+    nvcc = compiler.nvcc_path()
+    print(f"  nvcc: {nvcc} (kernels can be checked with nvcc --ptx without a GPU)" if nvcc
+          else "  nvcc: not found")
     print(f"threads: {gc.get_num_threads()}")
     return 0
 

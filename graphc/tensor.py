@@ -391,22 +391,16 @@ def _on_one_device(op: Op, inputs, arrays: list) -> tuple[object, Device | None,
     return device.xp, device, arrays
 
 
-def _eager(op: Op, inputs, attrs: dict):
-    arrays = [t._data for t in inputs]
-    xp, device = np, None
-    for a in arrays:
-        if type(a) is not np.ndarray:
-            xp, device, arrays = _on_one_device(op, inputs, arrays)
-            break
+def _eager(op: Op, inputs, attrs: dict, xp=np, arrays: list | None = None):
+    """Run ``op`` on concrete ``inputs``; the host path is this one function (it is the
+    cost of every eager op), any other array sends the call through `_eager_on_device`."""
+    if arrays is None:
+        arrays = [t._data for t in inputs]
+        for a in arrays:
+            if type(a) is not np.ndarray:
+                return _eager_on_device(op, inputs, attrs, arrays)
     if op.checked_eagerly:
         attrs = _checked_attrs(op, arrays, attrs)
-    if device is not None:
-        with device.scope():
-            return _run_eager(op, inputs, arrays, attrs, xp)
-    return _run_eager(op, inputs, arrays, attrs, xp)
-
-
-def _run_eager(op: Op, inputs, arrays: list, attrs: dict, xp):
     try:
         out = op.impl(xp, *arrays, **attrs)
     except GraphcError as e:
@@ -429,6 +423,14 @@ def _run_eager(op: Op, inputs, arrays: list, attrs: dict, xp):
     if autograd_hook is not None:
         autograd_hook(op, inputs, attrs, outputs)
     return outputs
+
+
+def _eager_on_device(op: Op, inputs, attrs: dict, arrays: list):
+    xp, device, arrays = _on_one_device(op, inputs, arrays)
+    if device is None:
+        return _eager(op, inputs, attrs, np, arrays)
+    with device.scope():
+        return _eager(op, inputs, attrs, xp, arrays)
 
 
 def shape_dependent(fn):

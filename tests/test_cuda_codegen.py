@@ -46,7 +46,7 @@ import graphc as gc
 from graphc import dtypes as dt
 from graphc.backends import kernel_specs as KS
 from graphc.backends.cuda import codegen, compiler
-from graphc.backends.llvm.library_codegen import is_gemm
+from graphc.backends.kernel_specs import is_gemm
 from graphc.backends.llvm.program import strides_table
 from graphc.backends.reference import Interpreter
 from graphc.graph import Graph

@@ -10,7 +10,6 @@ scripts/gpu_check.sh).
 
 from __future__ import annotations
 
-import functools
 import shutil
 
 import models as M
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import test_llvm_fuzz as F
 from emulated_device import EmulatedDriver
+from test_llvm_models import CASES, _compare, _reference
 
 import graphc as gc
 from graphc import pytree
@@ -44,30 +44,8 @@ def _host(a) -> np.ndarray:
     a = a.numpy() if isinstance(a, gc.Tensor) else a
     return np.asarray(a.get() if hasattr(a, "get") else a)
 
-CASES = {**dict(M.INFERENCE.items()),
-         **{f"{k}_step": functools.partial(M.train_step, k) for k in M.SPECS}}
-
-
 def _arrays(out) -> list[np.ndarray]:
     return [_host(t) for t in pytree.flatten(out)[0]]
-
-
-@functools.cache
-def _reference(case: str) -> list:
-    fn, args = CASES[case]()
-    return _arrays(gc.jit(fn, backend="reference", opt_level=0)(*args))
-
-
-def _compare(got, want, what, rtol=2e-4, atol=2e-5):
-    assert len(got) == len(want), what
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert (g.shape, g.dtype) == (w.shape, w.dtype), f"{what} result {i}"
-        if w.dtype.kind != "f":
-            np.testing.assert_array_equal(g, w, err_msg=f"{what} result {i}")
-        else:
-            scale = max(1.0, float(np.abs(w).max(initial=0)))
-            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol * scale,
-                                       err_msg=f"{what} result {i}")
 
 
 @pytest.mark.parametrize("mode", ["plain", "donated", "cuda_graph", "sanitize"])
@@ -80,11 +58,12 @@ def test_models_match_reference(case, mode, device):
     f = gc.jit(fn, backend="cuda", opt_level=3, driver=driver, donate=donate,
                cuda_graph=mode == "cuda_graph", sanitize=mode == "sanitize")
     first = [a.copy() for a in _arrays(f(*[a.copy() for a in args]))]
-    _compare(first, _reference(case), f"{case} {mode}")
+    _compare(first, _reference(case), case, f"{case} {mode}")
     # a second call (the graph replay, in graph mode) on new values of the same inputs
     scaled = [a * 0.5 if a.dtype.kind == "f" else a for a in args]
     want = _arrays(gc.jit(fn, backend="reference", opt_level=0)(*scaled))
-    _compare(_arrays(f(*[a.copy() for a in scaled])), want, f"{case} {mode}, second call")
+    _compare(_arrays(f(*[a.copy() for a in scaled])), want, case,
+             f"{case} {mode}, second call")
     exe = f.compiled(*args)
     if driver is not None:
         assert driver.launches > 0, "no generated kernel ran"
@@ -190,7 +169,7 @@ def _block_run(name: str, backend: str, driver=None, gpu: bool = False) -> list[
 def test_hybridized_blocks_match_reference(name, device):
     driver = device()
     got = _block_run(name, "cuda", driver, gpu=driver is None)
-    _compare(got, _block_run(name, "reference"), f"hybridized {name}")
+    _compare(got, _block_run(name, "reference"), "block_step", f"hybridized {name}")
 
 
 @pytest.mark.skipif(shutil.which("g++") is None or not compiler.nvcc_available(),

@@ -6,9 +6,8 @@ package (onnx/backend/test/data).
   inputs as older exporters wrote them), through the full pipeline on the reference and
   llvm backends, against the shipped output for an all-ones input (relative error 1e-4).
 - ``pytorch-converted`` and ``pytorch-operator``: every case, against its shipped outputs
-  (onnx's own backend-test tolerances, rtol 1e-3 / atol 1e-7, loosened only to atol 1e-5
-  for float32 sums whose order differs). Cases graphc cannot import are expected failures
-  (strict: one that starts passing fails, so the list stays true), each with its reason.
+  (onnx's own backend-test tolerances, rtol 1e-3 / atol 1e-7). Every case passes; one
+  that stops passing fails.
 - the importer's contracts: inputs by position or ONNX name, initializer-listed inputs are
   not inputs, every unsupported op reported at once, damaged files refused, `graphc info`
   and `graphc run` on .onnx files.
@@ -62,18 +61,8 @@ def _tensors(folder: str, prefix: str) -> list[np.ndarray]:
     return [numpy_helper.to_array(onnx.load_tensor(os.path.join(folder, f))) for f in files]
 
 
-#: Cases graphc cannot run, and why (strict expected failures: see the module docstring).
-KNOWN_FAILURES: dict[str, str] = {}
-
-
-def _case_params(kind: str) -> list:
-    return [pytest.param(kind, c, marks=pytest.mark.xfail(
-        reason=KNOWN_FAILURES[c], strict=True, raises=OnnxImportError))
-            if c in KNOWN_FAILURES else pytest.param(kind, c) for c in _cases(kind)]
-
-
-@pytest.mark.parametrize("kind,case", _case_params("pytorch-converted") +
-                         _case_params("pytorch-operator"))
+@pytest.mark.parametrize("kind,case", [(k, c) for k in ("pytorch-converted", "pytorch-operator")
+                                        for c in _cases(k)])
 def test_pytorch_cases_match_shipped_outputs(kind, case):
     folder = os.path.join(DATA, kind, case)
     model = gc.onnx.compile(os.path.join(folder, "model.onnx"), backend="llvm")
@@ -85,7 +74,7 @@ def test_pytorch_cases_match_shipped_outputs(kind, case):
     for got, want in zip(outs, wants):
         got = _host(got)
         assert got.shape == want.shape, f"{case}: shape {got.shape}, expected {want.shape}"
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=case)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-7, err_msg=case)
 
 
 # -- the importer's contracts -------------------------------------------------------------------
@@ -114,6 +103,8 @@ def test_inputs_by_position_or_name(listed):
     want = x + np.arange(3) + 10
     np.testing.assert_array_equal(_host(model(x)), want)
     np.testing.assert_array_equal(_host(model(**{"x:0": x})), want)
+    exe = model.compiled(x)   # the executable for this signature, as gc.jit's
+    assert [v.name for v in exe.graph.inputs if v.role != "constant"] == ["x_0"]
     with pytest.raises(OnnxImportError, match="not an input"):
         model(y=x)
     with pytest.raises(OnnxImportError, match="expects float32"):

@@ -20,6 +20,7 @@ from ..ops import scalar as S
 from ..ops.registry import Kind
 from ..types import TensorType
 from .kernel_specs import KernelSpec
+from .locations import run_on_host
 
 #: More runs than this: the per-copy overhead beats a strided kernel or numpy's copy.
 MAX_RUNS = 64
@@ -40,12 +41,6 @@ def copy_spec(name: str, n: int, dtype: str) -> KernelSpec:
     return KernelSpec(f"{name}_{'one' if n == 1 else 'run'}", [t], [t], [S.arg(0, dtype)])
 
 
-def results(node: Node, arrays: list) -> list[np.ndarray]:
-    """The op's outputs (ops like split return a tuple, even of one)."""
-    out = node.op.impl(np, *arrays, **node.attrs)
-    return [np.asarray(o) for o in (out if isinstance(out, tuple | list) else (out,))]
-
-
 def sources(node: Node) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Per output, shaped like it: which input (j) and which flat position of that input
     (k) each element is copied from; None when some element is not a copy of an input
@@ -55,10 +50,10 @@ def sources(node: Node) -> list[tuple[np.ndarray, np.ndarray]] | None:
     probes = [(np.arange(v.type.size, dtype=np.float64) + (j * _STRIDE + 1)).reshape(v.shape)
               for j, v in enumerate(node.inputs)]
     try:
-        outs = results(node, probes)
+        outs = run_on_host(node, probes)
         # run again on probes shifted by a half: copied elements shift, constants (a pad
         # value) do not
-        shifted = results(node, [p + 0.5 for p in probes])
+        shifted = run_on_host(node, [p + 0.5 for p in probes])
     except Exception:   # an op whose impl needs real values (indices): not for probing
         return None
     if len(outs) != len(node.outputs) or len(shifted) != len(outs):

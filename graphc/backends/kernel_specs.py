@@ -44,6 +44,22 @@ def is_elementwise_kernel(node: Node) -> bool:
     return node.op.kind is Kind.ELEMENTWISE and node.op.scalar is not None
 
 
+def is_row_kernel(node: Node) -> bool:
+    """A fused ``reduction`` kernel or one REDUCTION op with a combiner (`row_spec`,
+    `single_spec`)."""
+    if node.body is not None:
+        return node.attrs.get("kind") == "reduction"
+    return node.op.kind is Kind.REDUCTION and node.op.reduction is not None
+
+
+def is_gemm(node: Node) -> bool:
+    """A gemm op, or a fused ``library`` kernel around one (`gemm_epilogue`)."""
+    if node.body is not None:
+        return node.attrs.get("kind") == "library" and \
+            any(n.op.library == "gemm" for n in node.body.nodes)
+    return node.op.kind is Kind.LIBRARY and node.op.library == "gemm"
+
+
 def kernel_spec(node: Node, name: str) -> KernelSpec:
     """The spec of an elementwise kernel node, or `Unsupported`."""
     if not is_elementwise_kernel(node):

@@ -17,13 +17,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import dtypes as dt
-from ..graph import Graph, Value
+from ..graph import Graph, Node, Value
 from ..passes.memory import ARENA, OUTPUT, MemoryPlan
 
 
 class NotStatic(Exception):
     """The graph cannot run as a program (a view op that copies, a location outside its
     buffer...): the executable runs node by node instead."""
+
+
+def run_on_host(node: Node, arrays: list) -> tuple:
+    """A node's outputs computed by its op's numpy implementation (views stay views):
+    how locations find where views point, and how block copies are probed."""
+    out = node.op.impl(np, *arrays, **node.attrs)
+    return tuple(np.asarray(o) for o in (out if isinstance(out, tuple | list) else (out,)))
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,9 @@ def address(a: np.ndarray) -> int:
 class Locations:
     """Static locations of every value of ``graph`` under ``plan``."""
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, run_view, stage_bytes: int = 0,
+    def __init__(self, graph: Graph, plan: MemoryPlan, stage_bytes: int = 0,
                  any_copy: bool = False):
-        """``run_view(node, arrays)`` runs a view op on host arrays; output buffers of at
+        """View ops run on host arrays (`run_on_host`); output buffers of at
         most ``stage_bytes`` get a fixed slot (computed there, copied out per call). A view
         op that copies in an order other than C's raises `NotStatic`, unless ``any_copy``
         (a backend that runs such a node itself, into the buffer given to it)."""
@@ -123,7 +130,7 @@ class Locations:
             self.slot_of[root] = 0
         for name in [v.name for v in graph.inputs] + [o.name for i in plan.order
                                                       for o in graph.nodes[i].outputs]:
-            self._locate(values[name], run_view)
+            self._locate(values[name])
 
     def new_slot(self, array: np.ndarray) -> int:
         """A fixed slot holding ``array`` (kept alive by the executable)."""
@@ -131,15 +138,15 @@ class Locations:
         self.n_slots += 1
         return self.n_slots - 1
 
-    def _locate(self, v: Value, run_view) -> None:
+    def _locate(self, v: Value) -> None:
         plan = self.plan
         if v.name in plan.aliases:
             node = v.node
-            view = run_view(node, [self.home[i.name] for i in node.inputs])[
+            view = run_on_host(node, [self.home[i.name] for i in node.inputs])[
                 node.outputs.index(v)]
             base = self.loc[node.inputs[node.op.view_of].name]
             if not self._inside(view, base):   # numpy copied (a reshape of a transpose)
-                self._copied(v, node, run_view)
+                self._copied(v, node)
                 return
             self.home[v.name] = view
             self.loc[v.name] = Loc(base.slot, base.offset + address(view) -
@@ -162,12 +169,12 @@ class Locations:
             self.loc[v.name] = Loc(slot, 0, home)
         self.home[v.name] = home
 
-    def _copied(self, v: Value, node, run_view) -> None:
+    def _copied(self, v: Value, node) -> None:
         """A view op that copies: its value gets a buffer of its own, filled by a copy of
         its input in C order (`copies`) — which must be what the op computes."""
         x = node.inputs[node.op.view_of]
         probe = np.arange(x.type.size, dtype=np.float64).reshape(x.shape)
-        out = run_view(node, [probe if i is x else self.home[i.name]
+        out = run_on_host(node, [probe if i is x else self.home[i.name]
                               for i in node.inputs])[node.outputs.index(v)]
         if (out.shape != v.shape or not np.array_equal(np.ravel(out), probe.ravel())) and \
                 not self.any_copy:

@@ -105,12 +105,6 @@ class NodeContext:
         self._attrs = {a.name: a for a in node.attribute}
         self._constants = {} if constants is None else constants
 
-    def attr_names(self) -> list[str]:
-        return list(self._attrs)
-
-    def wants(self, k: int) -> bool:
-        """Whether optional output ``k`` is used (present and named)."""
-        return k < len(self.node.output) and self.node.output[k] != ""
 
     @property
     def op_type(self) -> str:

@@ -36,7 +36,6 @@ from ... import dtypes as dt
 from ... import profiler
 from ...graph import Graph, Node, Value
 from ...ops import scalar as S
-from ...ops.registry import Kind
 from ...types import TensorType
 from .. import kernel_specs as ks
 from ..base import Executable
@@ -49,24 +48,6 @@ from . import codegen
 BLOCK = 256
 #: bytes every pointer of the vectorized elementwise variant is aligned to
 VECTOR_ALIGN = 16
-
-
-def _run_view(node: Node, arrays: list) -> tuple:
-    out = node.op.impl(np, *arrays, **node.attrs)
-    return out if isinstance(out, tuple) else (out,)
-
-
-def _is_gemm(node: Node) -> bool:
-    if node.body is not None:
-        return node.attrs.get("kind") == "library" and \
-            any(n.op.library == "gemm" for n in node.body.nodes)
-    return node.op.kind is Kind.LIBRARY and node.op.library == "gemm"
-
-
-def _is_rows(node: Node) -> bool:
-    if node.body is not None:
-        return node.attrs.get("kind") == "reduction"
-    return node.op.kind is Kind.REDUCTION and node.op.reduction is not None
 
 
 class CudaExecutable(Executable):
@@ -86,7 +67,7 @@ class CudaExecutable(Executable):
         self.interpreter = Interpreter(graph, check=False, sanitize=False)
         # view ops that copy (a reshape of a transpose) run as Python steps into buffers
         # of their own
-        at = self.at = Locations(graph, plan, _run_view, any_copy=True)
+        at = self.at = Locations(graph, plan, any_copy=True)
         self._device_slots()
         source = codegen.ModuleSource()
         pending = []
@@ -102,11 +83,9 @@ class CudaExecutable(Executable):
         self.steps = []
         self.step_nodes: list[Node] = []
         for step, node, _ in pending:
-            if isinstance(step, _Pending | _Sequence):
-                step = step.bind(module)
-            if step is not None:
-                self.steps.append(step)
-                self.step_nodes.append(node)
+            self.steps.append(step.bind(module) if isinstance(step, _Pending | _Sequence)
+                              else step)
+            self.step_nodes.append(node)
         self.fallback_nodes = [n for s, n in zip(self.steps, self.step_nodes)
                                if isinstance(s, _Python)]
         self._dying = self._poison_lists(pending) if self.sanitize else None
@@ -164,9 +143,9 @@ class CudaExecutable(Executable):
                 spec = ks.kernel_spec(node, name)
                 return _Elementwise.plan(self, spec, node.inputs, node.outputs, source) \
                     or _Python(self, node)
-            if _is_rows(node):
+            if ks.is_row_kernel(node):
                 return _Rows.plan(self, node, name, source) or _Python(self, node)
-            if _is_gemm(node):
+            if ks.is_gemm(node):
                 return _Gemm.plan(self, node, name, source) or _Python(self, node)
             if is_block_copy(node):
                 return _blocks(self, node, name, source) or _Python(self, node)
@@ -177,8 +156,7 @@ class CudaExecutable(Executable):
     def _poison_lists(self, pending) -> list:
         """Sanitizer: per step, the arena buffers whose lifetime ended before it."""
         plan = self.memory_plan
-        steps = [k for (s, _, k) in pending if s is not None]
-        steps = [plan.order.index(k) for k in steps]
+        steps = [plan.order.index(k) for (_, _, k) in pending]
         return dead_buffers(plan, steps, self.buffers[0])
 
     def _outputs(self) -> None:
@@ -339,9 +317,9 @@ class _Launch:
 
     launches = 1
 
-    def __init__(self, ex: CudaExecutable, fn, grid, block, args: list):
+    def __init__(self, ex: CudaExecutable, fn, grid: tuple, block: int, args: list):
         """``args``: `Loc` (a pointer to it) or numpy scalars."""
-        self.fn, self.grid, self.block = fn, grid, (block,) if isinstance(block, int) else block
+        self.fn, self.grid, self.block = fn, grid, (block,)
         self.args = [np.uint64(ex.ptrs[a.slot] + a.offset) if isinstance(a, Loc) else a
                      for a in args]
         self.dyn = [(j, a.slot, a.offset) for j, a in enumerate(args)

@@ -5,8 +5,8 @@ itself."""
 from __future__ import annotations
 
 from ...graph import Node
-from ..block_copies import copy_spec, results, runs
-from ..locations import Loc
+from ..block_copies import copy_spec, runs
+from ..locations import Loc, run_on_host
 from .program import elementwise_calls
 
 
@@ -44,5 +44,5 @@ class InjectiveKernel:
 
     def run(self, env: dict) -> None:
         node = self.node
-        for v, out in zip(node.outputs, results(node, [env[id(v)] for v in node.inputs])):
+        for v, out in zip(node.outputs, run_on_host(node, [env[id(v)] for v in node.inputs])):
             env[id(v)] = out

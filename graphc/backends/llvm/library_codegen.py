@@ -33,7 +33,6 @@ import numpy as np
 
 from ... import dtypes as dt
 from ...graph import Node
-from ...ops.registry import Kind
 from .. import kernel_specs
 from ..kernel_specs import gemm_epilogue
 from . import codegen
@@ -111,13 +110,6 @@ def blas() -> dict | None:
     if _BLAS is None:
         _BLAS = _load()
     return _BLAS or None
-
-
-def is_gemm(node: Node) -> bool:
-    if node.body is not None:
-        return node.attrs.get("kind") == "library" and \
-            any(n.op.library == "gemm" for n in node.body.nodes)
-    return node.op.kind is Kind.LIBRARY and node.op.library == "gemm"
 
 
 def _matrix(x: np.ndarray) -> tuple[np.ndarray, int, int] | None:

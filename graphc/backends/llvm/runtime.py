@@ -34,7 +34,6 @@ import numpy as np
 from ... import dtypes as dt
 from ... import profiler
 from ...graph import Graph, Node
-from ...ops.registry import Kind
 from .. import kernel_specs
 from ..base import Executable
 from ..block_copies import is_block_copy
@@ -130,12 +129,6 @@ NATIVE_REDUCTIONS = True
 #: (`library_codegen`, tested in tests/test_llvm_library.py). Off until
 #: tests/test_llvm_backend.py stops asserting that ``x @ w`` falls back.
 NATIVE_GEMM = True
-
-
-def _is_reduction(node: Node) -> bool:
-    if node.body is not None:
-        return node.attrs.get("kind") == "reduction"
-    return node.op.kind is Kind.REDUCTION and node.op.reduction is not None
 
 
 def _reduction_kernel(node: Node, name: str, reducer) -> _RowKernel:
@@ -330,9 +323,9 @@ class LLVMExecutable(Executable):
                 if kernel_specs.is_elementwise_kernel(node):
                     spec = kernel_specs.kernel_spec(node, f"k{i}")
                     self.kernels[i] = _Kernel(node, spec, None, builder.add_kernel(spec))
-                elif NATIVE_REDUCTIONS and _is_reduction(node):
+                elif NATIVE_REDUCTIONS and kernel_specs.is_row_kernel(node):
                     self.kernels[i] = _reduction_kernel(node, f"k{i}", reducer)
-                elif NATIVE_GEMM and library_codegen.is_gemm(node):
+                elif NATIVE_GEMM and kernel_specs.is_gemm(node):
                     self.kernels[i] = library_codegen.LibraryKernel(node, f"k{i}", builder,
                                                                     _Kernel)
                 elif conv_codegen.handles(node):
@@ -362,7 +355,7 @@ class LLVMExecutable(Executable):
         """Every kernel that can run on the plan's static locations, as native segments
         between the steps that need Python."""
         plan, graph = self.memory_plan, self.graph
-        at = Locations(graph, plan, _run_view, STAGE_BYTES)
+        at = Locations(graph, plan, STAGE_BYTES)
         at.builder = builder
         schedule: list = []
         calls: list = []
@@ -458,9 +451,3 @@ def _copy_calls(builder: codegen.ModuleBuilder, at: Locations, x, v, i: int) -> 
     if calls is None:
         raise NotStatic(f"no copy kernel for %{v.name}")
     return calls
-
-
-def _run_view(node: Node, arrays: list) -> tuple:
-    """A view node's results over ``arrays`` (to find where views point)."""
-    out = node.op.impl(np, *arrays, **node.attrs)
-    return out if isinstance(out, tuple) else (out,)
